@@ -120,7 +120,7 @@ def decide(
     if purpose not in pol.purposes:
         raise UnknownPurposeError("purpose", "one of " + ", ".join(sorted(pol.purposes)), purpose)
     spec = pol.purposes[purpose]
-    T = at  # noqa: N806 - the specification's name for the evaluation time
+    T = at
     if record is not None:
         if not record.subject:
             return _deny("missing_subject")
@@ -143,11 +143,13 @@ def decide(
     mode: Mode = stricter(pol.mode(purpose, region_c), pol.mode(purpose, region_t))
     if mode == "excluded":
         return _deny("region_excluded")
-    if record is not None and spec.eligible_sources is not None:
-        if record.source is None or record.source not in spec.eligible_sources:
-            return _deny("source_not_eligible")
+    sources = spec.eligible_sources
+    if record is not None and sources is not None and record.source not in sources:
+        return _deny("source_not_eligible")
     cutoff = pol.reconsent_cutoff(purpose, T)
-    latest = _latest_choice(evs, purpose, cutoff, pol.honor_gpc(region_c) or pol.honor_gpc(region_t))
+    latest = _latest_choice(
+        evs, purpose, cutoff, pol.honor_gpc(region_c) or pol.honor_gpc(region_t)
+    )
     if latest in ("withdrawn", "refused", "gpc"):
         return _deny(latest)
     if latest == "granted":
@@ -166,7 +168,7 @@ def decide(
     start = pol.disclosure_start(purpose, T)
     if start is None:
         return _deny("not_disclosed")
-    if T < start + spec.notice_window:
+    if start + spec.notice_window > T:
         return _deny("notice_period")
     if c < start:
         return _deny("collected_before_notice")
@@ -178,6 +180,7 @@ def _latest_choice(
 ) -> str | None:
     best: tuple[datetime, int] | None = None
     for ev in evs:
+        kind: str
         if isinstance(ev, ConsentEvent) and ev.purpose == purpose:
             if ev.choice == "granted" and cutoff is not None and ev.at < cutoff:
                 continue  # invalidated by a notice requiring re-consent

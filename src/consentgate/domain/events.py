@@ -9,11 +9,11 @@ which an absent `event_id` is derived, so importing the same event twice adds no
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import ClassVar, Final, Literal
+from json.encoder import encode_basestring
+from typing import Any, ClassVar, Final, Literal, NamedTuple
 
 from consentgate.domain.errors import EventError, InputError, UnknownPurposeError
 from consentgate.domain.regions import ANY, GROUPS, is_known_region
@@ -29,9 +29,12 @@ __all__ = [
     "Event",
     "ProfileEvent",
     "SignalEvent",
+    "ValidEvent",
+    "build_event",
     "canonical_bytes",
     "event_to_json",
     "parse_event",
+    "validate_event",
 ]
 
 Choice = Literal["granted", "withdrawn", "refused"]
@@ -103,32 +106,29 @@ _FIELDS: Final = {
     "erasure": (),
 }
 _COMMON: Final = ("type", "subject", "at", "event_id", *EVIDENCE_FIELDS)
+_ALLOWED: Final = {kind: frozenset(_COMMON + names) for kind, names in _FIELDS.items()}
+# Free-text fields checked the same way: printable, non-blank, at most MAX_TEXT long.
+_TEXT_FIELDS: Final = {
+    "profile": ("subject", "region", "event_id", *EVIDENCE_FIELDS),
+    "consent": ("subject", "purpose", "source", "notice_version", "event_id", *EVIDENCE_FIELDS),
+    "signal": ("subject", "event_id", *EVIDENCE_FIELDS),
+    "erasure": ("subject", "event_id", *EVIDENCE_FIELDS),
+}
+_str = encode_basestring  # JSON string literal, non-ASCII kept as is
+_KEY_TEXT: Final = {k: _str(k) + ":" for names in (_COMMON, *_FIELDS.values()) for k in names}
 
 
-def _text(obj: Mapping[str, object], name: str, *, required: bool) -> str | None:
-    value = obj.get(name)
-    if value is None:
-        if required:
-            raise EventError(name, "a non-empty string", None)
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
-        raise EventError(name, f"a non-empty string of at most {MAX_TEXT} characters", value)
-    if not value.isprintable():
-        raise EventError(name, "printable text without control characters", value)
-    return value
+def _bad_text(name: str, value: object) -> EventError:
+    return EventError(name, f"non-empty printable text of at most {MAX_TEXT} characters", value)
 
 
-def _region(value: str | None) -> str | None:
-    if value is None:
-        return None
+def _region(value: str) -> str:
     if value == ANY or value in GROUPS or not is_known_region(value):
         raise EventError("region", "an ISO 3166-1 alpha-2 or ISO 3166-2 code", value)
     return value
 
 
-def _birth_date(value: object, at: datetime) -> date | None:
-    if value is None:
-        return None
+def _birth_date(value: object, at: datetime) -> date:
     try:
         born = parse_date(value, field="birth_date")
     except InputError as err:
@@ -139,67 +139,131 @@ def _birth_date(value: object, at: datetime) -> date | None:
     return born
 
 
-def _at(obj: Mapping[str, object]) -> datetime:
+def _at(value: object) -> tuple[datetime, str]:
+    """The instant and its canonical text (the input itself when already canonical)."""
     try:
-        return parse_ts(obj.get("at"), field="at")
+        at = parse_ts(value, field="at")
     except InputError as err:
         raise EventError(err.field, err.expected, err.found) from None
+    if type(value) is str and len(value) == 20 and value[19] == "Z" and value[10] == "T":
+        return at, value  # YYYY-MM-DDTHH:MM:SSZ is already the canonical form
+    return at, format_ts(at)
+
+
+class ValidEvent(NamedTuple):
+    """An event that passed validation, before it is built: what bulk import stores.
+
+    `body` is the canonical JSON object (every value text, absent fields left out).
+    """
+
+    type: str
+    body: dict[str, str]
+    at: datetime
+    birth_date: date | None
+    event_id: str
+    digest: str  # SHA-256 (hex) of the canonical bytes of `body`
+
+    def evidence(self) -> dict[str, str]:
+        return {n: self.body[n] for n in EVIDENCE_FIELDS if n in self.body}
 
 
 def parse_event(obj: object, *, purposes: Collection[str] | None = None) -> Event:
     """Validate a JSON object and build the event it describes.
 
+    `purposes`, when given, are the purposes a consent event may name. An absent
+    `event_id` is derived from the canonical content (see `canonical_bytes`).
+    """
+    return build_event(validate_event(obj, purposes=purposes))
+
+
+def build_event(valid: ValidEvent) -> Event:
+    """The domain event of a validated object."""
+    body = valid.body
+    common: dict[str, Any] = {
+        "subject": body["subject"],
+        "at": valid.at,
+        "event_id": valid.event_id,
+        "evidence": valid.evidence(),
+    }
+    if valid.type == "profile":
+        return ProfileEvent(region=body.get("region"), birth_date=valid.birth_date, **common)
+    if valid.type == "consent":
+        return ConsentEvent(
+            purpose=body["purpose"],
+            choice=body["choice"],  # type: ignore[arg-type]
+            source=body.get("source"),
+            notice_version=body.get("notice_version"),
+            **common,
+        )
+    if valid.type == "signal":
+        return SignalEvent(signal=body["signal"], **common)
+    return ErasureEvent(**common)
+
+
+def validate_event(obj: object, *, purposes: Collection[str] | None = None) -> ValidEvent:
+    """Check a JSON object against the event contract; raise `EventError` if it fails.
+
     `purposes`, when given, are the purposes a consent event may name.
     """
-    if not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):
         raise EventError("(line)", "a JSON object", type(obj).__name__)
     kind = obj.get("type")
-    if kind not in EVENT_TYPES:
+    if type(kind) is not str or kind not in _ALLOWED:
         raise EventError("type", "one of " + ", ".join(EVENT_TYPES), kind)
-    allowed = set(_COMMON) | set(_FIELDS[str(kind)])
-    for name in obj:
-        if name not in allowed:
-            raise EventError(name, f"no such field on a {kind} event", obj[name])
-    subject = _text(obj, "subject", required=True)
-    assert subject is not None
-    at = _at(obj)
-    evidence = {n: v for n in EVIDENCE_FIELDS if (v := _text(obj, n, required=False))}
-    base = {"subject": subject, "at": at, "evidence": evidence}
-    event: Event
-    if kind == "profile":
-        region = _region(_text(obj, "region", required=False))
-        born = _birth_date(obj.get("birth_date"), at)
-        if region is None and born is None:
-            raise EventError("region", "a region or a birth_date on a profile event", None)
-        event = ProfileEvent(region=region, birth_date=born, **base)  # type: ignore[arg-type]
-    elif kind == "consent":
-        purpose = _text(obj, "purpose", required=True)
+    allowed = _ALLOWED[kind]
+    if not obj.keys() <= allowed:
+        name = next(k for k in obj if k not in allowed)
+        raise EventError(name, f"no such field on a {kind} event", obj[name])
+    body: dict[str, str] = {"type": kind}
+    for name in _TEXT_FIELDS[kind]:
+        value = obj.get(name)
+        if value is None:
+            continue
+        if type(value) is not str or len(value) > MAX_TEXT or not value.isprintable():
+            raise _bad_text(name, value)
+        if not value.strip():
+            raise _bad_text(name, value)
+        body[name] = value
+    if "subject" not in body:
+        raise EventError("subject", "a non-empty string", None)
+    at, body["at"] = _at(obj.get("at"))
+    born = None
+    if kind == "consent":
+        purpose = body.get("purpose")
+        if purpose is None:
+            raise EventError("purpose", "a non-empty string", None)
         if purposes is not None and purpose not in purposes:
             raise UnknownPurposeError("purpose", "one of " + ", ".join(sorted(purposes)), purpose)
         choice = obj.get("choice")
         if choice not in CHOICES:
             raise EventError("choice", "one of " + ", ".join(CHOICES), choice)
-        event = ConsentEvent(
-            purpose=str(purpose),
-            choice=choice,  # type: ignore[arg-type]
-            source=_text(obj, "source", required=False),
-            notice_version=_text(obj, "notice_version", required=False),
-            **base,  # type: ignore[arg-type]
-        )
+        body["choice"] = str(choice)
+    elif kind == "profile":
+        if "region" in body:
+            _region(body["region"])
+        if obj.get("birth_date") is not None:
+            born = _birth_date(obj["birth_date"], at)
+            body["birth_date"] = born.isoformat()
+        elif "region" not in body:
+            raise EventError("region", "a region or a birth_date on a profile event", None)
     elif kind == "signal":
         signal = obj.get("signal")
         if signal not in SIGNALS:
             raise EventError("signal", "one of " + ", ".join(SIGNALS), signal)
-        event = SignalEvent(signal=str(signal), **base)  # type: ignore[arg-type]
-    else:
-        event = ErasureEvent(**base)  # type: ignore[arg-type]
-    given_id = _text(obj, "event_id", required=False)
-    event_id = given_id or hashlib.sha256(canonical_bytes(event)).hexdigest()
-    return _with_id(event, event_id)
+        body["signal"] = str(signal)
+    event_id = body.pop("event_id", None)
+    digest = hashlib.sha256(_encode(body)).hexdigest()
+    return ValidEvent(kind, body, at, born, event_id or digest, digest)
 
 
-def _with_id(event: Event, event_id: str) -> Event:
-    return replace(event, event_id=event_id)
+def _encode(body: Mapping[str, str]) -> bytes:
+    """Canonical JSON of a flat object of strings: sorted keys, no spaces, UTF-8."""
+    keys = _KEY_TEXT
+    parts = [
+        keys[k] + _str(body[k]) if k in keys else _str(k) + ":" + _str(body[k])
+        for k in sorted(body)
+    ]
+    return ("{" + ",".join(parts) + "}").encode()
 
 
 def event_to_json(event: Event, *, with_id: bool = True) -> dict[str, str]:
@@ -218,5 +282,4 @@ def event_to_json(event: Event, *, with_id: bool = True) -> dict[str, str]:
 def canonical_bytes(event: Event) -> bytes:
     """Deterministic UTF-8 JSON of the event without its id: sorted keys, no spaces,
     timestamps in UTC as `format_ts` writes them, absent fields left out."""
-    body = event_to_json(event, with_id=False)
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(event_to_json(event, with_id=False))

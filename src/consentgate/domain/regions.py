@@ -15,7 +15,35 @@ __all__ = ["ANY", "EEA", "GROUPS", "is_known_region", "lookup_chain"]
 ANY = "*"
 
 EU27 = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
+    [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+    ]
 )
 EEA = EU27 | frozenset({"IS", "LI", "NO"})
 GROUPS: dict[str, frozenset[str]] = {"EEA": EEA}

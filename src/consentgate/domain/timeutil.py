@@ -22,7 +22,10 @@ def parse_ts(value: object, *, field: str = "at") -> datetime:
             raise InputError(field, "an ISO 8601 timestamp with timezone", value) from None
     else:
         raise InputError(field, "an ISO 8601 timestamp with timezone", value)
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
+    tz = parsed.tzinfo
+    if tz is UTC:
+        return parsed
+    if tz is None or parsed.utcoffset() is None:
         raise InputError(field, "a timestamp with a timezone (e.g. ...Z or +02:00)", value)
     return parsed.astimezone(UTC)
 

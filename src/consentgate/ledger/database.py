@@ -1,0 +1,78 @@
+"""Opening a ledger database: URL handling, durable settings, migrations."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from consentgate.domain.errors import StorageError
+
+__all__ = ["DEFAULT_URL", "connect", "migrate"]
+
+DEFAULT_URL = "sqlite:///consentgate.db"
+
+
+def _normalise(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3, the driver consentgate ships."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA page_size=16384")  # takes effect only when the file is created
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cur.execute("PRAGMA synchronous=FULL")  # a commit survives power loss in WAL mode
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA cache_size=-131072")  # 128 MiB: index pages stay hot on big imports
+    cur.close()
+
+
+def connect(url: str = DEFAULT_URL) -> Engine:
+    """Create an engine for `url` and prove it can be used, or raise StorageError."""
+    try:
+        parsed = make_url(_normalise(url))
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise StorageError(
+                f"database URL {url!r}: expected sqlite:///PATH or postgresql://..., "
+                f"found backend {parsed.get_backend_name()!r}"
+            )
+        engine = create_engine(parsed, pool_pre_ping=True)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except (ArgumentError, NoSuchModuleError, SQLAlchemyError) as err:
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise StorageError(f"cannot open database {url!r}: {reason}") from None
+    return engine
+
+
+def _alembic_config() -> Config:
+    ini = resources.files("consentgate.ledger").joinpath("alembic.ini")
+    cfg = Config(str(ini))
+    cfg.set_main_option(
+        "script_location", str(resources.files("consentgate.ledger") / "migrations")
+    )
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the latest migration (exactly as in production)."""
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def is_initialised(engine: Engine) -> bool:
+    return inspect(engine).has_table("events")

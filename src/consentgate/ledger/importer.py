@@ -1,0 +1,178 @@
+"""Bulk, all-or-nothing, idempotent append of events.
+
+One transaction per import: either every line is accepted and the whole batch is
+committed, or the first bad line raises an `EventError` naming the line, the field,
+what was expected and what was found, and nothing is kept. Events whose `event_id`
+is already stored are skipped when their content is identical; a stored id with
+different content is an error (an id never silently means two things).
+
+Large files are parsed by worker processes (validation is CPU-bound Python) while
+this process writes the rows they return, in file order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import IO
+
+from sqlalchemy import Connection, bindparam, select
+
+from consentgate.domain.errors import EventError
+from consentgate.ledger.parsing import ChunkResult, LineError, Row, parse_lines, set_purposes
+from consentgate.ledger.rows import COLUMNS
+from consentgate.ledger.schema import events
+
+__all__ = ["ImportResult", "append_rows", "import_stream"]
+
+BLOCK = 1 << 20  # bytes of whole lines per batch (and per worker task)
+PARALLEL_FROM = 4 << 20  # files larger than this many bytes are parsed in worker processes
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What one import did: events read, events added, duplicates skipped."""
+
+    read: int
+    added: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.read - self.added
+
+
+def _chunks(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(first line number, block of whole lines) for successive blocks of the stream."""
+    lineno = 1
+    carry = b""
+    while block := stream.read(BLOCK):
+        block = carry + block
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:
+            carry = block
+            continue
+        carry = block[cut:]
+        yield lineno, block[:cut]
+        lineno += block.count(b"\n", 0, cut)
+    if carry:
+        yield lineno, carry
+
+
+def _parsed(
+    stream: IO[bytes], purposes: Collection[str], parallel: bool
+) -> Iterator[tuple[ChunkResult, int]]:
+    if not parallel:
+        set_purposes(frozenset(purposes))
+        for first, block in _chunks(stream):
+            yield parse_lines((first, block)), len(block)
+        return
+    ctx = multiprocessing.get_context("spawn")  # safe beside threads, unlike fork
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=set_purposes, initargs=(frozenset(purposes),)
+    ) as pool:
+        pending: deque[tuple[Future[ChunkResult], int]] = deque()
+        for first, block in _chunks(stream):
+            pending.append((pool.submit(parse_lines, (first, block)), len(block)))
+            if len(pending) > 2 * workers:  # bounded read-ahead keeps memory flat
+                future, done = pending.popleft()
+                yield future.result(), done
+        while pending:
+            future, done = pending.popleft()
+            yield future.result(), done
+
+
+def import_stream(
+    conn: Connection,
+    stream: IO[bytes],
+    *,
+    purposes: Collection[str],
+    name: str,
+    size_hint: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Validate and append every line of a JSON Lines stream in the caller's transaction."""
+    read = added = done = 0
+    for result, size in _parsed(stream, purposes, parallel=size_hint > PARALLEL_FROM):
+        if isinstance(result, LineError):
+            raise EventError(result.field, result.expected, result.found).located(
+                f"{name}:{result.lineno}"
+            )
+        linenos, rows = result
+        added += append_rows(conn, rows, linenos=linenos, name=name)
+        read += len(rows)
+        done += size
+        if progress:
+            progress(done)
+    return ImportResult(read=read, added=added)
+
+
+def append_rows(
+    conn: Connection,
+    rows: Sequence[Row],
+    *,
+    linenos: Sequence[int] = (),
+    name: str = "<input>",
+) -> int:
+    """Insert rows (COLUMNS order); return how many were new."""
+    if conn.dialect.name == "postgresql":
+        added = _insert_postgres(conn, rows)
+    else:
+        added = _insert_sqlite(conn, rows)
+    if added < len(rows):
+        _check_same_content(conn, rows, linenos or range(1, len(rows) + 1), name)
+    return added
+
+
+def _insert_sqlite(conn: Connection, rows: Sequence[Row]) -> int:
+    cols = ", ".join(COLUMNS)
+    marks = ", ".join("?" for _ in COLUMNS)
+    sql = f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (event_id) DO NOTHING"
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(sql, rows)
+        return int(cur.rowcount)
+    finally:
+        cur.close()
+
+
+def _insert_postgres(conn: Connection, rows: Sequence[Row]) -> int:
+    cols = ", ".join(COLUMNS)
+    conn.exec_driver_sql(
+        "CREATE TEMP TABLE IF NOT EXISTS events_in "
+        "(LIKE events INCLUDING DEFAULTS, ord INTEGER) ON COMMIT DELETE ROWS"
+    )
+    conn.exec_driver_sql("TRUNCATE events_in")
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cur.copy(f"COPY events_in ({cols}, ord) FROM STDIN") as copy:
+        for i, row in enumerate(rows):
+            copy.write_row((*row, i))
+    result = conn.exec_driver_sql(
+        f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in ORDER BY ord "
+        "ON CONFLICT (event_id) DO NOTHING"
+    )
+    return int(result.rowcount)
+
+
+def _check_same_content(
+    conn: Connection, rows: Sequence[Row], linenos: Iterable[int], name: str
+) -> None:
+    ids = list({row[0] for row in rows})
+    stored: dict[str, str] = {}
+    query = select(events.c.event_id, events.c.content_sha256).where(
+        events.c.event_id.in_(bindparam("ids", expanding=True))
+    )
+    for start in range(0, len(ids), 900):
+        for event_id, digest in conn.execute(query, {"ids": ids[start : start + 900]}):
+            stored[event_id] = digest
+    for lineno, row in zip(linenos, rows, strict=False):
+        if stored.get(row[0]) != row[1]:
+            raise EventError(
+                "event_id",
+                "an id not yet used, or the same content as the stored event with that id",
+                row[0],
+            ).located(f"{name}:{lineno}")

@@ -1,0 +1,65 @@
+"""Conversion between domain events and `events` table rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from consentgate.domain.events import (
+    ConsentEvent,
+    ErasureEvent,
+    Event,
+    ProfileEvent,
+    SignalEvent,
+)
+from consentgate.domain.timeutil import from_micros
+
+__all__ = ["COLUMNS", "event_from_row"]
+
+COLUMNS = (
+    "event_id",
+    "content_sha256",
+    "type",
+    "subject",
+    "at_us",
+    "purpose",
+    "choice",
+    "signal",
+    "region",
+    "birth_date",
+    "source",
+    "notice_version",
+    "evidence",
+    "recorded_us",
+)
+
+
+def event_from_row(row: Mapping[str, Any]) -> Event:
+    """Rebuild the domain event stored in `row`."""
+    common: dict[str, Any] = {
+        "subject": row["subject"],
+        "at": from_micros(row["at_us"]),
+        "event_id": row["event_id"],
+        "evidence": json.loads(row["evidence"]) if row["evidence"] else {},
+    }
+    kind = row["type"]
+    if kind == "profile":
+        born = row["birth_date"]
+        return ProfileEvent(
+            region=row["region"],
+            birth_date=date.fromisoformat(born) if born else None,
+            **common,
+        )
+    if kind == "consent":
+        return ConsentEvent(
+            purpose=row["purpose"],
+            choice=row["choice"],
+            source=row["source"],
+            notice_version=row["notice_version"],
+            **common,
+        )
+    if kind == "signal":
+        return SignalEvent(signal=row["signal"], **common)
+    return ErasureEvent(**common)
