@@ -49,8 +49,12 @@ def connect(url: str = DEFAULT_URL) -> Engine:
         engine = create_engine(parsed, pool_pre_ping=True)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except BaseException:
+            engine.dispose()
+            raise
     except (ArgumentError, NoSuchModuleError, SQLAlchemyError) as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise StorageError(f"cannot open database {url!r}: {reason}") from None

@@ -99,9 +99,7 @@ def import_stream(
     read = added = done = 0
     for result, size in _parsed(stream, purposes, parallel=size_hint > PARALLEL_FROM):
         if isinstance(result, LineError):
-            raise EventError(result.field, result.expected, result.found).located(
-                f"{name}:{result.lineno}"
-            )
+            raise result.error(name)
         linenos, rows = result
         added += append_rows(conn, rows, linenos=linenos, name=name)
         read += len(rows)

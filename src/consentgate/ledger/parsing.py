@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from consentgate.domain.errors import InputError
+from consentgate.domain.errors import EventError, InputError, UnknownPurposeError
 from consentgate.domain.events import ValidEvent, validate_event
 from consentgate.domain.timeutil import to_micros
 
@@ -28,6 +28,12 @@ class LineError(NamedTuple):
     field: str
     expected: str
     found: object
+    unknown_purpose: bool = False
+
+    def error(self, name: str) -> InputError:
+        """The exception to raise, located at `name:lineno`."""
+        cls = UnknownPurposeError if self.unknown_purpose else EventError
+        return cls(self.field, self.expected, self.found).located(f"{name}:{self.lineno}")
 
 
 ChunkResult = tuple[list[int], list[Row]] | LineError
@@ -81,7 +87,8 @@ def parse_lines(task: tuple[int, bytes]) -> ChunkResult:
         try:
             rows.append(row_of(validate_event(obj, purposes=_purposes), now))
         except InputError as err:
-            return LineError(lineno, err.field, err.expected, _plain(err.found))
+            unknown = isinstance(err, UnknownPurposeError)
+            return LineError(lineno, err.field, err.expected, _plain(err.found), unknown)
         linenos.append(lineno)
     return linenos, rows
 

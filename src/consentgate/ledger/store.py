@@ -46,10 +46,14 @@ def _now() -> datetime:
 def open_ledger(url: str = DEFAULT_URL, *, create: bool = True) -> Ledger:
     """Open (and by default initialise) the ledger at `url`."""
     ledger = Ledger(connect(url))
-    if create:
-        ledger.init()
-    elif not is_initialised(ledger.engine):
-        raise StorageError(f"database {url!r} holds no ledger: run `consentgate init` first")
+    try:
+        if create:
+            ledger.init()
+        elif not is_initialised(ledger.engine):
+            raise StorageError(f"database {url!r} holds no ledger: run `consentgate init` first")
+    except BaseException:
+        ledger.close()
+        raise
     return ledger
 
 
@@ -59,6 +63,16 @@ class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._policy_cache: tuple[int, PolicyHistory, list[AppliedPolicy]] | None = None
+
+    def close(self) -> None:
+        """Close every pooled database connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- set-up and policy ---------------------------------------------------------
 

@@ -1,0 +1,202 @@
+"""The ledger contract, run unchanged on SQLite and PostgreSQL.
+
+Decisions from the SQL snapshot are checked subject by subject against the pure
+oracle `consentgate.domain.decide`, fed from the generated events themselves.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import consentgate
+from consentgate.domain import REASONS, decide, parse_event
+from consentgate.errors import EventError, StorageError, UnknownPurposeError
+from consentgate.ledger import importer
+
+from ..conftest import OpenLedger
+from .eventgen import INSTANTS, POLICY, random_history
+
+
+def write_jsonl(path: Path, events: list[dict[str, str]]) -> Path:
+    path.write_text("".join(json.dumps(ev) + "\n" for ev in events), "utf-8")
+    return path
+
+
+def population(seed: int, subjects: int) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    events: list[dict[str, str]] = []
+    for i in range(subjects):
+        events.extend(random_history(rng, f"s{i:04d}"))
+    rng.shuffle(events)  # recording order differs from time order
+    return events
+
+
+PROFILE = {"type": "profile", "subject": "m1", "at": "2024-01-02T10:00:00Z", "region": "US-CA"}
+
+
+def test_init_applies_the_default_policy(open_ledger: OpenLedger, db_url: str) -> None:
+    ledger = open_ledger(db_url)
+    assert [a.policy.version for a in ledger.policies()] == ["default-1"]
+    open_ledger(db_url)  # opening again changes nothing
+    assert len(ledger.policies()) == 1
+    assert ledger.policy_at().mode("ai_training", "DE") == "opt_in"
+
+
+def test_record_is_idempotent_and_history_roundtrips(open_ledger: OpenLedger, db_url: str) -> None:
+    ledger = open_ledger(db_url)
+    stored = ledger.record(PROFILE)
+    again = ledger.record(dict(PROFILE))
+    assert stored == again
+    assert ledger.history("m1") == [stored]
+    assert ledger.count_events() == 1
+    assert ledger.history("nobody") == []
+
+
+def test_import_then_reimport_adds_nothing(
+    open_ledger: OpenLedger, db_url: str, tmp_path: Path
+) -> None:
+    ledger = open_ledger(db_url)
+    events = population(1, 50)
+    path = write_jsonl(tmp_path / "events.jsonl", events)
+    distinct = len({parse_event(ev).event_id for ev in events})
+    assert distinct < len(events), "the generator repeats some events: their ids must match"
+    first = ledger.import_events(path)
+    assert (first.read, first.added) == (len(events), distinct)
+    second = ledger.import_events(path)
+    assert (second.read, second.added, second.duplicates) == (len(events), 0, len(events))
+    assert ledger.count_events() == distinct
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ("{not json", "(line)"),
+        (json.dumps({**PROFILE, "type": "vote"}), "type"),
+        (json.dumps({**PROFILE, "at": "2024-01-02T10:00:00"}), "at"),
+        (json.dumps({**PROFILE, "region": "XX"}), "region"),
+        (json.dumps({**PROFILE, "birth_date": "2999-01-01"}), "birth_date"),
+        (
+            json.dumps(
+                {"type": "consent", "subject": "m1", "at": PROFILE["at"], "purpose": "ai_training"}
+                | {"choice": "maybe"}
+            ),
+            "choice",
+        ),
+    ],
+)
+def test_one_bad_line_rejects_the_whole_file(
+    open_ledger: OpenLedger, db_url: str, tmp_path: Path, bad: str, field: str
+) -> None:
+    ledger = open_ledger(db_url)
+    good = [json.dumps({**PROFILE, "subject": f"m{i}"}) for i in range(20)]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([*good[:13], bad, *good[13:]]) + "\n", "utf-8")
+    with pytest.raises(EventError) as caught:
+        ledger.import_events(path)
+    assert caught.value.field == field
+    assert f"{path}:14" in str(caught.value)
+    assert ledger.count_events() == 0
+
+
+def test_unknown_purpose_is_rejected_with_its_line(open_ledger: OpenLedger, db_url: str) -> None:
+    ledger = open_ledger(db_url)
+    line = {"type": "consent", "subject": "m1", "at": PROFILE["at"], "choice": "granted"}
+    data = json.dumps(PROFILE) + "\n" + json.dumps({**line, "purpose": "ads"}) + "\n"
+    with pytest.raises(UnknownPurposeError, match=r":2: field 'purpose'.*'ads'"):
+        ledger.import_events(io.BytesIO(data.encode()))
+    assert ledger.count_events() == 0
+
+
+def test_an_event_id_never_means_two_things(open_ledger: OpenLedger, db_url: str) -> None:
+    ledger = open_ledger(db_url)
+    ledger.record({**PROFILE, "event_id": "e-1"})
+    clash = json.dumps({**PROFILE, "event_id": "e-1", "region": "DE"})
+    fresh = json.dumps({**PROFILE, "subject": "m2"})
+    with pytest.raises(EventError, match="event_id"):
+        ledger.import_events(io.BytesIO(f"{fresh}\n{clash}\n".encode()))
+    assert ledger.count_events() == 1
+
+
+def test_parallel_import_keeps_order_and_reports_bad_lines(
+    open_ledger: OpenLedger, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importer, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(importer, "BLOCK", 4096)  # many blocks, many worker tasks
+    ledger = open_ledger(db_url)
+    events = population(2, 120)
+    path = write_jsonl(tmp_path / "events.jsonl", events)
+    assert ledger.import_events(path).added == len({parse_event(ev).event_id for ev in events})
+    by_subject: dict[str, list[str]] = defaultdict(list)
+    for ev in events:
+        by_subject[ev["subject"]].append(parse_event(ev).event_id)
+    for subject, ids in list(by_subject.items())[:20]:
+        assert sorted(set(ids)) == sorted(e.event_id for e in ledger.history(subject))
+    lines = path.read_text("utf-8").splitlines()
+    lines[len(lines) - 3] = '{"type": "consent"}'
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n", "utf-8")
+    before = ledger.count_events()
+    with pytest.raises(EventError, match=rf"{bad}:{len(lines) - 2}: field 'subject'"):
+        ledger.import_events(bad)
+    assert ledger.count_events() == before
+
+
+def test_unusable_database_url_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="cannot open database"):
+        consentgate.open(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    with pytest.raises(StorageError, match="expected sqlite"):
+        consentgate.open("mysql://example/db")
+
+
+def test_snapshot_decisions_match_the_oracle(
+    open_ledger: OpenLedger, db_url: str, tmp_path: Path
+) -> None:
+    ledger = open_ledger(db_url)
+    ledger.apply_policy(POLICY)
+    events = population(3, 400)
+    ledger.import_events(write_jsonl(tmp_path / "events.jsonl", events))
+    history = ledger.policy_history()
+    by_subject: dict[str, list[consentgate.domain.Event]] = defaultdict(list)
+    for ev in events:
+        by_subject[ev["subject"]].append(parse_event(ev))
+    reasons: Counter[str] = Counter()
+    for at in INSTANTS:
+        for purpose in ("ai_training", "genai_features"):
+            got = dict(ledger.decisions(purpose=purpose, at=at))
+            for subject, evs in by_subject.items():
+                want = decide(events=evs, policy=history, purpose=purpose, at=at)
+                assert got.get(subject, consentgate.Decision(False, "unknown_subject")) == want, (
+                    subject,
+                    purpose,
+                    at,
+                )
+                assert ledger.decide(subject, purpose=purpose, at=at) == want
+                reasons[want.reason] += 1
+    online = set(REASONS) - {
+        "missing_subject",
+        "invalid_record",
+        "source_not_eligible",
+        "sensitive",
+        "collected_before_notice",  # c = T online, so c < D cannot hold once T >= D + window
+    }
+    assert online <= set(reasons), f"reasons never reached: {online - set(reasons)}"
+
+
+def test_decisions_for_named_subjects_include_unknown_ones(
+    open_ledger: OpenLedger, db_url: str
+) -> None:
+    ledger = open_ledger(db_url)
+    ledger.record(PROFILE)
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    got = dict(ledger.decisions(purpose="ai_training", at=at, subjects=["m1", "ghost"]))
+    assert got["ghost"].reason == "unknown_subject"
+    assert got["m1"] == ledger.decide("m1", purpose="ai_training", at=at)
+    with pytest.raises(UnknownPurposeError):
+        list(ledger.decisions(purpose="ads", at=at))
