@@ -107,18 +107,26 @@ def policy_apply(
             text = file.read_text("utf-8")
         except OSError as exc:
             raise InputError("FILE", "a readable policy TOML file", str(file)) from exc
-        applied = ledger(create=True).apply_policy(text)
+        led = ledger(create=True)
+        applied = led.apply_policy(text)
+        now_in_force = led.policy_at()
     info = {
         "version": applied.policy.version,
         "sha256": applied.policy.sha256,
         "effective": format_ts(applied.effective),
+        "in_force_now": now_in_force.version,
     }
     if as_json:
         emit_json(info)
-    else:
+        return
+    out.print(
+        f"applied policy {info['version']} (sha256 {info['sha256'][:12]}…), "
+        f"effective {info['effective']}"
+    )
+    if now_in_force.sha256 != applied.policy.sha256:
         out.print(
-            f"applied policy {info['version']} (sha256 {info['sha256'][:12]}…), "
-            f"effective {info['effective']}"
+            f"[yellow]note:[/] version {now_in_force.version} has a later effective time "
+            "and stays in force now; this version governs decisions before it."
         )
 
 

@@ -18,7 +18,7 @@ from consentgate.domain.events import Event, build_event, validate_event
 from consentgate.domain.facts import SubjectFacts, evaluate
 from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
-from consentgate.domain.timeutil import from_micros, to_micros
+from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
 from consentgate.ledger.database import DEFAULT_URL, connect, is_initialised, migrate
 from consentgate.ledger.importer import ImportResult, append_rows, import_stream
 from consentgate.ledger.parsing import row_of
@@ -80,14 +80,19 @@ class Ledger:
         """Create or upgrade the schema; apply the default policy to an empty ledger."""
         migrate(self.engine)
         if not self.policies():
-            self.apply_policy(default_policy_text())
+            # The shipped default is the fail-closed baseline, in force from the start
+            # of time, so that any version the operator applies later supersedes it.
+            self.apply_policy(default_policy_text(), effective=EPOCH)
 
-    def apply_policy(self, toml_text: str, *, now: datetime | None = None) -> AppliedPolicy:
-        """Validate and store a new policy version, effective from `[policy] effective`
-        or from now. An invalid policy raises `PolicyError` and stores nothing."""
+    def apply_policy(
+        self, toml_text: str, *, now: datetime | None = None, effective: datetime | None = None
+    ) -> AppliedPolicy:
+        """Validate and store a new policy version, effective from `effective`, else
+        `[policy] effective`, else now. An invalid policy raises `PolicyError` and
+        stores nothing."""
         policy = parse_policy(toml_text)
         applied = now or _now()
-        effective = policy.effective or applied
+        effective = effective or policy.effective or applied
         with self.engine.begin() as conn:
             new_id = conn.execute(
                 insert(policy_versions).values(
