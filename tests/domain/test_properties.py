@@ -134,35 +134,43 @@ REGIONS = ["US", "US-CA", "US-TX", "US-NY", "DE", "FR", "GB", "CH", "BR", "JP", 
 SOURCES = ["post", "comment", "profile", "private_message", None]
 
 SETTINGS = settings(
-    max_examples=200,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-# Coarse times (whole days, plus a few exact instants) so that ties happen often.
-instants = st.one_of(
-    st.integers(0, 6 * 365).map(lambda d: EPOCH + timedelta(days=d)),
-    st.integers(0, SPAN_MINUTES).map(lambda m: EPOCH + timedelta(minutes=m)),
-    st.sampled_from(
-        [
-            datetime(2021, 1, 1, tzinfo=UTC),
-            datetime(2021, 1, 31, tzinfo=UTC),
-            datetime(2023, 1, 1, tzinfo=UTC),
-            datetime(2023, 1, 31, tzinfo=UTC),
-        ]
-    ),
-)
-birth_dates = st.dates(date(1950, 1, 1), date(2015, 12, 31))
+SPECIAL = [
+    datetime(2021, 1, 1, tzinfo=UTC),  # D(ai_training) of the first run
+    datetime(2021, 1, 31, tzinfo=UTC),  # its notice window ends
+    datetime(2023, 1, 1, tzinfo=UTC),  # re-consent notice, new disclosure run
+    datetime(2023, 1, 31, tzinfo=UTC),
+]
 
 
-@st.composite
-def profile_events(draw: st.DrawFn, regions: list[str | None] | None = None) -> ProfileEvent:
-    pool = REGIONS if regions is None else regions
-    region = draw(st.one_of(st.none(), st.sampled_from(pool))) if pool else None
-    birth = draw(st.one_of(st.none(), birth_dates))
-    if region is None and birth is None:
-        birth = draw(birth_dates)
-    return ProfileEvent(subject=S, at=draw(instants), region=region, birth_date=birth)
+def _instant(n: int) -> datetime:
+    # Mostly whole days (so ties happen often), sometimes exact minutes, sometimes the
+    # notice boundaries of POLICY.
+    kind, value = n % 4, n // 4
+    if kind == 0:
+        return SPECIAL[value % len(SPECIAL)]
+    if kind == 3:
+        return EPOCH + timedelta(minutes=value % SPAN_MINUTES)
+    return EPOCH + timedelta(days=value % (6 * 365))
+
+
+instants = st.integers(0, 4 * SPAN_MINUTES).map(_instant)
+birth_dates = st.integers(0, 65 * 365).map(lambda d: date(1950, 1, 1) + timedelta(days=d))
+
+
+def profile_events(regions: list[str | None] | None = None) -> st.SearchStrategy[ProfileEvent]:
+    pool: list[str | None] = [None, *(REGIONS if regions is None else regions)]
+
+    def build(at: datetime, region: str | None, birth: date, keep_birth: bool) -> ProfileEvent:
+        if region is not None and not keep_birth:
+            return ProfileEvent(subject=S, at=at, region=region)
+        return ProfileEvent(subject=S, at=at, region=region, birth_date=birth)
+
+    return st.builds(build, instants, st.sampled_from(pool), birth_dates, st.booleans())
 
 
 consent_events = st.builds(

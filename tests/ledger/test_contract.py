@@ -9,11 +9,14 @@ from __future__ import annotations
 import io
 import json
 import random
+import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import consentgate
 from consentgate.domain import REASONS, decide, parse_event
@@ -200,3 +203,32 @@ def test_decisions_for_named_subjects_include_unknown_ones(
     assert got["m1"] == ledger.decide("m1", purpose="ai_training", at=at)
     with pytest.raises(UnknownPurposeError):
         list(ledger.decisions(purpose="ads", at=at))
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rng=st.randoms(use_true_random=False), split=st.floats(0.0, 1.0))
+def test_reimporting_any_part_of_a_file_changes_nothing(
+    open_ledger: OpenLedger,
+    db_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    rng: random.Random,
+    split: float,
+) -> None:
+    ledger = open_ledger(db_url)
+    run = uuid.uuid4().hex  # the database outlives one example: keep subjects apart
+    events = [ev for i in range(8) for ev in random_history(rng, f"h{run}-{i}")]
+    folder = tmp_path_factory.mktemp("reimport")
+    whole = write_jsonl(folder / "all.jsonl", events)
+    part = write_jsonl(folder / "part.jsonl", events[: int(len(events) * split)])
+    subjects = sorted({ev["subject"] for ev in events})
+    before = ledger.count_events()
+    ledger.import_events(whole)
+    after = ledger.count_events()
+    snapshot = {s: ledger.history(s) for s in subjects}
+    assert ledger.import_events(part).added == 0
+    assert ledger.import_events(whole).added == 0
+    assert ledger.count_events() == after
+    assert after - before == len({parse_event(ev).event_id for ev in events})
+    assert {s: ledger.history(s) for s in subjects} == snapshot
