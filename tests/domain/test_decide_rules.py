@@ -36,6 +36,7 @@ from consentgate.domain import (
     decide,
     parse_policy,
 )
+from consentgate.errors import UnknownPurposeError
 
 # The public contract of §3, spelled out here rather than imported from the implementation.
 REASONS = (
@@ -206,8 +207,10 @@ def case(
     record: Record | None = REC,
     at: datetime = T,
     purpose: str = "ai_training",
+    bug: str = "",
 ) -> object:
-    return pytest.param(Case(events, expected, record, at, purpose), id=id)
+    marks = [pytest.mark.xfail(strict=True, reason="BUG: " + bug)] if bug else []
+    return pytest.param(Case(events, expected, record, at, purpose), id=id, marks=marks)
 
 
 US = home("US")
@@ -673,6 +676,21 @@ CASES = [
         "default_allowed",
     ),
     case(
+        "region_fallback_tie_at_the_earliest_instant_later_in_list_wins_opt_out",
+        [prof(ts(2024, 3, 1), "DE", ADULT), prof(ts(2024, 3, 1), "US")],
+        "default_allowed",
+    ),
+    case(
+        "region_fallback_tie_at_the_earliest_instant_later_in_list_wins_opt_in",
+        [prof(ts(2024, 3, 1), "US", ADULT), prof(ts(2024, 3, 1), "DE")],
+        "no_consent",
+    ),
+    case(
+        "invalidated_grant_for_other_purpose_is_not_reconsent_required",
+        [DE, grant(ts(2024, 2, 1), "genai_features")],
+        "no_consent",
+    ),
+    case(
         "region_set_exactly_at_c_counts_for_c",
         [DE, prof(C, "US")],
         "default_allowed",
@@ -787,11 +805,6 @@ def test_every_reason_code_is_reached_by_the_table() -> None:
     assert reached == set(REASONS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a naive collected_at raises TypeError instead of giving invalid_record "
-    "(DESIGN §3 rule 2: collection time 'missing, unreadable, or after T')",
-)
 def test_naive_collection_time_is_an_unreadable_record() -> None:
     # §3 rule 2: "the record's collection time is missing, unreadable, or after T";
     # fail closed rather than guess a timezone.
@@ -800,8 +813,6 @@ def test_naive_collection_time_is_an_unreadable_record() -> None:
 
 
 def test_unknown_purpose_is_an_error() -> None:
-    from consentgate.errors import UnknownPurposeError
-
     with pytest.raises(UnknownPurposeError) as info:
         run([US], purpose="ads_targeting")
     assert info.value.field == "purpose"

@@ -274,7 +274,14 @@ def test_event_id_does_not_depend_on_key_order(kind: str) -> None:
 
 @pytest.mark.parametrize(
     "at",
-    ["2024-09-20T10:00:00+02:00", "2024-09-20T03:00:00-05:00", "2024-09-20T08:00:00+00:00"],
+    [
+        "2024-09-20T10:00:00+02:00",
+        "2024-09-20T03:00:00-05:00",
+        "2024-09-20T08:00:00+00:00",
+        "2024-09-20T08:00:00.000Z",
+        "2024-09-20T08:00:00.000000+00:00",
+        "2024-09-20T13:30:00+05:30",
+    ],
 )
 def test_event_id_same_instant_other_offset(at: str) -> None:
     a = parse_event(dict(CONSENT))

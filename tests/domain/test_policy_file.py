@@ -268,6 +268,16 @@ def test_minimal_policy_is_valid() -> None:
     assert pol.mode("ai_training", "US-CA") == "opt_out"
 
 
+def test_min_age_defaults_to_18() -> None:
+    # DESIGN §4 "Global defaults: min_age = 18"
+    assert parse_policy(MINIMAL.replace("min_age = 18\n", "")).min_age == 18
+
+
+def test_ai_training_notice_window_defaults_to_30_days() -> None:
+    pol = parse_policy(MINIMAL.replace("notice_window_days = 30\n", ""))
+    assert pol.purposes["ai_training"].notice_window == timedelta(days=30)
+
+
 def problems_of(text: str) -> list[str]:
     with pytest.raises(PolicyError) as info:
         parse_policy(text)

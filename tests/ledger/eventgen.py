@@ -85,8 +85,10 @@ def _instant(rng: random.Random) -> datetime:
 def random_history(rng: random.Random, subject: str) -> list[dict[str, str]]:
     """One subject's events, in recording order (not sorted by time)."""
     out: list[dict[str, str]] = []
-    for _ in range(rng.randrange(1, 4)):
-        ev = {"type": "profile", "subject": subject, "at": format_ts(_instant(rng))}
+    first = _instant(rng)  # a second profile event at the same instant makes a tie
+    for i in range(rng.randrange(1, 4)):
+        at = first if i == 0 or rng.random() < 0.3 else _instant(rng)
+        ev = {"type": "profile", "subject": subject, "at": format_ts(at)}
         if rng.random() < 0.85:
             ev["region"] = rng.choice(REGIONS)
         if rng.random() < 0.5 or "region" not in ev:

@@ -232,3 +232,16 @@ def test_reimporting_any_part_of_a_file_changes_nothing(
     assert ledger.count_events() == after
     assert after - before == len({parse_event(ev).event_id for ev in events})
     assert {s: ledger.history(s) for s in subjects} == snapshot
+
+
+def test_snapshot_region_facts_follow_recording_order_on_ties(
+    open_ledger: OpenLedger, db_url: str
+) -> None:
+    ledger = open_ledger(db_url)
+    base = {"type": "profile", "subject": "t1"}
+    for at, region in (("2024-03-01T00:00:00Z", "DE"), ("2024-03-01T00:00:00Z", "US")):
+        ledger.record({**base, "at": at, "region": region})
+    ledger.record({**base, "at": "2024-05-01T00:00:00Z", "region": "FR"})
+    ledger.record({**base, "at": "2024-05-01T00:00:00Z", "region": "GB"})
+    (facts,) = ledger.snapshot(purpose="ai_training", at=datetime(2025, 1, 1, tzinfo=UTC))
+    assert (facts.region_first, facts.region_latest) == ("US", "GB")

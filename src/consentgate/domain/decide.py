@@ -80,11 +80,13 @@ def _latest_region(events: list[Event], t: datetime) -> str | None:
 
 
 def _earliest_region(events: list[Event]) -> str | None:
+    """The region as of the first instant any region was set (among several set at
+    that instant, the one recorded last, as `_latest_region` would pick there)."""
     best: tuple[datetime, int] | None = None
     region = None
     for i, ev in enumerate(events):
         if isinstance(ev, ProfileEvent) and ev.region is not None:
-            key = (ev.at, i)
+            key = (ev.at, -i)
             if best is None or key < best:
                 best, region = key, ev.region
     return region
@@ -124,9 +126,9 @@ def decide(
     if record is not None:
         if not record.subject:
             return _deny("missing_subject")
-        if record.collected_at is None or record.collected_at > T:
-            return _deny("invalid_record")
         c = record.collected_at
+        if c is None or c.tzinfo is None or c.utcoffset() is None or c > T:
+            return _deny("invalid_record")  # missing, naive (unreadable) or after T
     else:
         c = T
     evs = [ev for ev in events if ev.at <= T]

@@ -16,6 +16,9 @@ from consentgate.domain.regions import is_known_region
 
 __all__ = ["default_policy_text", "load_policy", "parse_policy"]
 
+# A purpose that names no window gets the protective default of DESIGN §4.
+DEFAULT_NOTICE_WINDOW_DAYS = 30
+
 _TOP = {"policy", "purposes", "jurisdictions", "notices"}
 _POLICY_KEYS = {"version", "min_age", "effective"}
 _PURPOSE_KEYS = {"title", "notice_window_days", "eligible_sources", "modes"}
@@ -118,7 +121,7 @@ class _Checker:
             title = spec.get("title", name)
             if not isinstance(title, str):
                 self.bad(f"{where}.title", "a string", title)
-            days = spec.get("notice_window_days", 0)
+            days = spec.get("notice_window_days", DEFAULT_NOTICE_WINDOW_DAYS)
             if type(days) is not int or days < 0:
                 self.bad(f"{where}.notice_window_days", "a whole number >= 0", days)
                 days = 0

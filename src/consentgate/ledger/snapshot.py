@@ -20,6 +20,7 @@ __all__ = ["snapshot_facts"]
 
 _OFFSET = 10**17  # makes every instant from year ~-1200 to ~+30000 a positive 18-digit number
 _NEVER = -(2**62)  # "no re-consent cutoff": every grant is valid
+_SEQ_CAP = 10**18  # sequences stay far below it; SEQ_CAP - seq orders them backwards
 
 
 def _key(dialect: str, expr: str, width: int) -> str:
@@ -31,6 +32,8 @@ def _key(dialect: str, expr: str, width: int) -> str:
 def _sql(dialect: str, subjects: bool) -> str:
     at = _key(dialect, f"at_us + {_OFFSET}", 18)
     at_seq = f"{at} || {_key(dialect, 'seq', 19)}"
+    # Earliest instant first; among events at that instant the one recorded last.
+    at_last = f"{at} || {_key(dialect, f'{_SEQ_CAP} - seq', 19)}"
     rank = " ".join(f"WHEN '{c}' THEN '{r}'" for c, r in CHOICE_RANK.items())
     is_choice = (
         "type = 'consent' AND purpose = :purpose AND (choice <> 'granted' OR at_us >= :cutoff)"
@@ -42,7 +45,7 @@ SELECT subject,
   MAX(CASE WHEN type = 'erasure' THEN 1 ELSE 0 END) AS erased,
   substr(MAX(CASE WHEN birth_date IS NOT NULL THEN {at_seq} || birth_date END), 38) AS born,
   substr(MAX(CASE WHEN region IS NOT NULL THEN {at_seq} || region END), 38) AS region_latest,
-  substr(MIN(CASE WHEN region IS NOT NULL THEN {at_seq} || region END), 38) AS region_first,
+  substr(MIN(CASE WHEN region IS NOT NULL THEN {at_last} || region END), 38) AS region_first,
   substr(MAX(CASE WHEN {is_choice} THEN {at} || (CASE choice {rank} END) || choice END), 20)
     AS choice,
   MAX(CASE WHEN {is_choice} THEN at_us END) AS choice_at,
