@@ -170,17 +170,18 @@ def test_snapshot_decisions_match_the_oracle(
     for ev in events:
         by_subject[ev["subject"]].append(parse_event(ev))
     reasons: Counter[str] = Counter()
+    unknown = consentgate.Decision(False, "unknown_subject")
     for at in INSTANTS:
         for purpose in ("ai_training", "genai_features"):
-            got = dict(ledger.decisions(purpose=purpose, at=at))
+            whole = dict(ledger.decisions(purpose=purpose, at=at, engine="duckdb"))
+            named = dict(ledger.decisions(purpose=purpose, at=at, subjects=list(by_subject)))
+            assert set(named) == set(by_subject)
             for subject, evs in by_subject.items():
                 want = decide(events=evs, policy=history, purpose=purpose, at=at)
-                assert got.get(subject, consentgate.Decision(False, "unknown_subject")) == want, (
-                    subject,
-                    purpose,
-                    at,
-                )
-                assert ledger.decide(subject, purpose=purpose, at=at) == want
+                where = (subject, purpose, at)
+                assert whole.get(subject, unknown) == want, ("duckdb", *where)
+                assert named[subject] == want, ("sql", *where)
+                assert ledger.decide(subject, purpose=purpose, at=at) == want, ("online", *where)
                 reasons[want.reason] += 1
     online = set(REASONS) - {
         "missing_subject",
@@ -243,5 +244,7 @@ def test_snapshot_region_facts_follow_recording_order_on_ties(
         ledger.record({**base, "at": at, "region": region})
     ledger.record({**base, "at": "2024-05-01T00:00:00Z", "region": "FR"})
     ledger.record({**base, "at": "2024-05-01T00:00:00Z", "region": "GB"})
-    (facts,) = ledger.snapshot(purpose="ai_training", at=datetime(2025, 1, 1, tzinfo=UTC))
-    assert (facts.region_first, facts.region_latest) == ("US", "GB")
+    at = datetime(2025, 1, 1, tzinfo=UTC)
+    for engine in ("sql", "duckdb"):
+        (facts,) = ledger.snapshot(purpose="ai_training", at=at, subjects=["t1"], engine=engine)
+        assert (facts.region_first, facts.region_latest) == ("US", "GB"), engine

@@ -20,6 +20,7 @@ from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
 from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
 from consentgate.ledger.database import DEFAULT_URL, connect, is_initialised, migrate
+from consentgate.ledger.duckscan import snapshot_facts_duckdb
 from consentgate.ledger.importer import ImportResult, append_rows, import_stream
 from consentgate.ledger.parsing import row_of
 from consentgate.ledger.rows import event_from_row
@@ -211,27 +212,53 @@ class Ledger:
         )
 
     def snapshot(
-        self, *, purpose: str, at: datetime, subjects: Sequence[str] | None = None
+        self,
+        *,
+        purpose: str,
+        at: datetime,
+        subjects: Sequence[str] | None = None,
+        engine: str = "auto",
     ) -> Iterator[SubjectFacts]:
-        """Each subject's decision inputs for `purpose` as of `at`, computed in SQL."""
+        """Each subject's decision inputs for `purpose` as of `at`, computed in SQL.
+
+        `engine`: "duckdb" scans the whole ledger with DuckDB (fast for everyone),
+        "sql" asks the database itself (fast for a few `subjects`, via the index);
+        "auto" picks DuckDB for every subject and the database for a named few.
+        """
         policy = self._purpose_policy(purpose, at)
+        cutoff = policy.reconsent_cutoff(purpose, at)
+        if engine not in ("auto", "duckdb", "sql"):
+            raise InputError("engine", "auto, duckdb or sql", engine)
+        if engine == "duckdb" or (engine == "auto" and subjects is None):
+            facts = snapshot_facts_duckdb(
+                self.engine, purpose=purpose, at=at, reconsent_cutoff=cutoff
+            )
+            wanted = None if subjects is None else set(subjects)
+            yield from (f for f in facts if wanted is None or f.subject in wanted)
+            return
         with self.engine.connect() as conn:
             yield from snapshot_facts(
                 conn,
                 purpose=purpose,
                 at=at,
-                reconsent_cutoff=policy.reconsent_cutoff(purpose, at),
+                reconsent_cutoff=cutoff,
                 subjects=subjects,
             )
 
     def decisions(
-        self, *, purpose: str, at: datetime, subjects: Sequence[str] | None = None
+        self,
+        *,
+        purpose: str,
+        at: datetime,
+        subjects: Sequence[str] | None = None,
+        engine: str = "auto",
     ) -> Iterator[tuple[str, Decision]]:
         """Online decisions for every subject (or `subjects`) from the SQL snapshot.
         Requested subjects the ledger does not know are answered `unknown_subject`."""
         policy = self._purpose_policy(purpose, at)
         seen = set()
-        for facts in self.snapshot(purpose=purpose, at=at, subjects=subjects):
+        snap = self.snapshot(purpose=purpose, at=at, subjects=subjects, engine=engine)
+        for facts in snap:
             seen.add(facts.subject)
             yield facts.subject, evaluate(facts, policy, purpose, at)
         for subject in subjects or ():
