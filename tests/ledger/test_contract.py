@@ -248,3 +248,31 @@ def test_snapshot_region_facts_follow_recording_order_on_ties(
     for engine in ("sql", "duckdb"):
         (facts,) = ledger.snapshot(purpose="ai_training", at=at, subjects=["t1"], engine=engine)
         assert (facts.region_first, facts.region_latest) == ("US", "GB"), engine
+
+
+def test_snapshot_table_holds_the_same_facts(
+    open_ledger: OpenLedger, db_url: str, tmp_path: Path
+) -> None:
+    ledger = open_ledger(db_url)
+    ledger.apply_policy(POLICY)
+    ledger.import_events(write_jsonl(tmp_path / "events.jsonl", population(4, 60)))
+    at = INSTANTS[-2]
+    table = ledger.snapshot_table(purpose="ai_training", at=at)
+    rows = {r["subject"]: r for r in table.to_pylist()}
+    facts = {f.subject: f for f in ledger.snapshot(purpose="ai_training", at=at, engine="sql")}
+    assert set(rows) == set(facts)
+    for subject, f in facts.items():
+        r = rows[subject]
+        born = f.birth_date.isoformat() if f.birth_date else None
+        assert (r["erased"], r["born"], r["region_latest"], r["region_first"]) == (
+            f.erased,
+            born,
+            f.region_latest,
+            f.region_first,
+        )
+        assert (r["choice"], r["choice_at"], r["gpc_at"], r["invalidated"]) == (
+            f.choice,
+            f.choice_at_us,
+            f.gpc_at_us,
+            f.invalidated_grant,
+        )

@@ -18,6 +18,7 @@ from importlib import import_module
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
@@ -25,7 +26,7 @@ from consentgate.domain.errors import StorageError
 from consentgate.domain.facts import CHOICE_RANK, SubjectFacts
 from consentgate.domain.timeutil import to_micros
 
-__all__ = ["attach_ledger", "snapshot_facts_duckdb"]
+__all__ = ["attach_ledger", "snapshot_facts_duckdb", "snapshot_table_duckdb"]
 
 _NEVER = -(2**62)
 # extension name -> (registry package module, file name DuckDB expects to load)
@@ -99,6 +100,30 @@ GROUP BY subject
 """
 
 
+def _params(purpose: str, at: datetime, cutoff: datetime | None) -> dict[str, object]:
+    return {
+        "purpose": purpose,
+        "t": to_micros(at),
+        "cutoff": _NEVER if cutoff is None else to_micros(cutoff),
+    }
+
+
+def snapshot_table_duckdb(
+    engine: Engine, *, purpose: str, at: datetime, reconsent_cutoff: datetime | None
+) -> pa.Table:
+    """Every subject's facts as of `at` as an Arrow table (columns as `SubjectFacts`,
+    instants in microseconds), computed by DuckDB over the ledger."""
+    con = duckdb.connect()
+    try:
+        attach_ledger(con, engine)
+        cur = con.execute(_facts_sql("ledger"), _params(purpose, at, reconsent_cutoff))
+        return cur.to_arrow_table()
+    except duckdb.Error as err:
+        raise StorageError(f"DuckDB could not scan the ledger: {err}") from err
+    finally:
+        con.close()
+
+
 def snapshot_facts_duckdb(
     engine: Engine, *, purpose: str, at: datetime, reconsent_cutoff: datetime | None
 ) -> Iterator[SubjectFacts]:
@@ -106,12 +131,7 @@ def snapshot_facts_duckdb(
     con = duckdb.connect()
     try:
         attach_ledger(con, engine)
-        params = {
-            "purpose": purpose,
-            "t": to_micros(at),
-            "cutoff": _NEVER if reconsent_cutoff is None else to_micros(reconsent_cutoff),
-        }
-        cur = con.execute(_facts_sql("ledger"), params)
+        cur = con.execute(_facts_sql("ledger"), _params(purpose, at, reconsent_cutoff))
         while rows := cur.fetchmany(50_000):
             for subject, erased, born, latest, first, choice, choice_at, gpc_at, inval in rows:
                 yield SubjectFacts(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import pyarrow as pa
 from sqlalchemy import Engine, func, insert, select
 
 from consentgate.domain.decide import Decision, decide
@@ -20,7 +21,7 @@ from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
 from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
 from consentgate.ledger.database import DEFAULT_URL, connect, is_initialised, migrate
-from consentgate.ledger.duckscan import snapshot_facts_duckdb
+from consentgate.ledger.duckscan import snapshot_facts_duckdb, snapshot_table_duckdb
 from consentgate.ledger.importer import ImportResult, append_rows, import_stream
 from consentgate.ledger.parsing import row_of
 from consentgate.ledger.rows import event_from_row
@@ -244,6 +245,17 @@ class Ledger:
                 reconsent_cutoff=cutoff,
                 subjects=subjects,
             )
+
+    def snapshot_table(self, *, purpose: str, at: datetime) -> pa.Table:
+        """`snapshot` for every subject as one Arrow table, for set-based consumers
+        (the gate joins it to records); instants are microseconds since the epoch."""
+        policy = self._purpose_policy(purpose, at)
+        return snapshot_table_duckdb(
+            self.engine,
+            purpose=purpose,
+            at=at,
+            reconsent_cutoff=policy.reconsent_cutoff(purpose, at),
+        )
 
     def decisions(
         self,
