@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 import consentgate
 from consentgate.domain import REASONS, decide, parse_event
 from consentgate.errors import EventError, StorageError, UnknownPurposeError
 from consentgate.ledger import importer
+from consentgate.ledger.rows import id_key
 
 from ..conftest import OpenLedger
 from .eventgen import INSTANTS, POLICY, random_history
@@ -276,3 +278,17 @@ def test_snapshot_table_holds_the_same_facts(
             f.gpc_at_us,
             f.invalidated_grant,
         )
+
+
+def test_a_key_collision_is_refused_not_merged(open_ledger: OpenLedger, db_url: str) -> None:
+    ledger = open_ledger(db_url)
+    ledger.record({**PROFILE, "event_id": "e-1"})
+    # Forge, behind the library's back, a stored event whose id shares the key of "e-2".
+    with ledger.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE events SET id_key = :key WHERE event_id = 'e-1'"),
+            {"key": id_key("e-2")},
+        )
+    with pytest.raises(EventError, match="collision"):
+        ledger.record({**PROFILE, "subject": "m9", "event_id": "e-2"})
+    assert ledger.count_events() == 1

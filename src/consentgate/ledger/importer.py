@@ -71,7 +71,9 @@ def _parsed(
             yield parse_lines((first, block)), len(block)
         return
     ctx = multiprocessing.get_context("spawn")  # safe beside threads, unlike fork
-    workers = max(1, min(2, os.cpu_count() or 1))
+    # The writer (this process) needs a core of its own: on 2 cores one parser keeps
+    # pace with it, while two would take turns with it on the same cores.
+    workers = max(1, min(4, (os.cpu_count() or 2) - 1))
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=set_purposes, initargs=(frozenset(purposes),)
     ) as pool:
@@ -129,7 +131,7 @@ def append_rows(
 def _insert_sqlite(conn: Connection, rows: Sequence[Row]) -> int:
     cols = ", ".join(COLUMNS)
     marks = ", ".join("?" for _ in COLUMNS)
-    sql = f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (event_id) DO NOTHING"
+    sql = f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (id_key) DO NOTHING"
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.executemany(sql, rows)
@@ -151,7 +153,7 @@ def _insert_postgres(conn: Connection, rows: Sequence[Row]) -> int:
             copy.write_row((*row, i))
     result = conn.exec_driver_sql(
         f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in ORDER BY ord "
-        "ON CONFLICT (event_id) DO NOTHING"
+        "ON CONFLICT (id_key) DO NOTHING"
     )
     return int(result.rowcount)
 
@@ -159,18 +161,27 @@ def _insert_postgres(conn: Connection, rows: Sequence[Row]) -> int:
 def _check_same_content(
     conn: Connection, rows: Sequence[Row], linenos: Iterable[int], name: str
 ) -> None:
-    ids = list({row[0] for row in rows})
-    stored: dict[str, str] = {}
-    query = select(events.c.event_id, events.c.content_sha256).where(
-        events.c.event_id.in_(bindparam("ids", expanding=True))
+    """Every row not added must match a stored event: same id, same content."""
+    keys = list({row[0] for row in rows})
+    stored: dict[int, tuple[str, str]] = {}
+    query = select(events.c.id_key, events.c.event_id, events.c.content_sha256).where(
+        events.c.id_key.in_(bindparam("keys", expanding=True))
     )
-    for start in range(0, len(ids), 900):
-        for event_id, digest in conn.execute(query, {"ids": ids[start : start + 900]}):
-            stored[event_id] = digest
+    for start in range(0, len(keys), 900):
+        for key, event_id, digest in conn.execute(query, {"keys": keys[start : start + 900]}):
+            stored[key] = (event_id, digest)
     for lineno, row in zip(linenos, rows, strict=False):
-        if stored.get(row[0]) != row[1]:
+        if stored.get(row[0]) == (row[1], row[2]):
+            continue
+        if row[0] in stored and stored[row[0]][0] != row[1]:
             raise EventError(
                 "event_id",
-                "an id not yet used, or the same content as the stored event with that id",
-                row[0],
+                f"an id whose key differs from stored id {stored[row[0]][0]!r} (a 64-bit key "
+                "collision; give this event another event_id)",
+                row[1],
             ).located(f"{name}:{lineno}")
+        raise EventError(
+            "event_id",
+            "an id not yet used, or the same content as the stored event with that id",
+            row[1],
+        ).located(f"{name}:{lineno}")

@@ -15,6 +15,7 @@ import orjson
 from consentgate.domain.errors import EventError, InputError, UnknownPurposeError
 from consentgate.domain.events import ValidEvent, validate_event
 from consentgate.domain.timeutil import to_micros
+from consentgate.ledger.rows import id_key
 
 __all__ = ["ChunkResult", "LineError", "Row", "parse_lines", "row_of", "set_purposes"]
 
@@ -52,6 +53,7 @@ def row_of(valid: ValidEvent, recorded_us: int = 0) -> Row:
     body = valid.body
     evidence = valid.evidence()
     return (
+        id_key(valid.event_id),
         valid.event_id,
         valid.digest,
         valid.type,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import date
@@ -16,9 +17,10 @@ from consentgate.domain.events import (
 )
 from consentgate.domain.timeutil import from_micros
 
-__all__ = ["COLUMNS", "event_from_row"]
+__all__ = ["COLUMNS", "event_from_row", "id_key"]
 
 COLUMNS = (
+    "id_key",
     "event_id",
     "content_sha256",
     "type",
@@ -34,6 +36,12 @@ COLUMNS = (
     "evidence",
     "recorded_us",
 )
+
+
+def id_key(event_id: str) -> int:
+    """The indexed key of an event id: SHA-256's first 8 bytes as a signed integer.
+    Two ids sharing a key (odds ~n²/2⁶⁵) are refused at import, never merged."""
+    return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:8], "big", signed=True)
 
 
 def event_from_row(row: Mapping[str, Any]) -> Event:

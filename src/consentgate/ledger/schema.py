@@ -19,7 +19,10 @@ events = Table(
     "events",
     metadata,
     Column("seq", SeqType, primary_key=True, autoincrement=True),
-    Column("event_id", String(256), nullable=False, unique=True),
+    # id_key: the first 8 bytes of SHA-256(event_id) as a signed integer. Its unique
+    # index is a tenth the size of one on the id text, so bulk imports stay in cache.
+    Column("id_key", BigInteger, nullable=False, unique=True),
+    Column("event_id", String(256), nullable=False),
     Column("content_sha256", String(64), nullable=False),
     Column("type", String(16), nullable=False),
     Column("subject", String(256), nullable=False),

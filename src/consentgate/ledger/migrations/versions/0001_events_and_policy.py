@@ -19,7 +19,8 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column("seq", Seq, primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.String(256), nullable=False, unique=True),
+        sa.Column("id_key", sa.BigInteger, nullable=False, unique=True),
+        sa.Column("event_id", sa.String(256), nullable=False),
         sa.Column("content_sha256", sa.String(64), nullable=False),
         sa.Column("type", sa.String(16), nullable=False),
         sa.Column("subject", sa.String(256), nullable=False),
