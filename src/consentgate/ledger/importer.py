@@ -141,21 +141,23 @@ def _insert_sqlite(conn: Connection, rows: Sequence[Row]) -> int:
 
 
 def _insert_postgres(conn: Connection, rows: Sequence[Row]) -> int:
+    """One INSERT per batch from column arrays (sent in binary by psycopg); unnest
+    keeps the batch's order, so sequence numbers follow the file."""
     cols = ", ".join(COLUMNS)
-    conn.exec_driver_sql(
-        "CREATE TEMP TABLE IF NOT EXISTS events_in "
-        "(LIKE events INCLUDING DEFAULTS, ord INTEGER) ON COMMIT DELETE ROWS"
-    )
-    conn.exec_driver_sql("TRUNCATE events_in")
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cur.copy(f"COPY events_in ({cols}, ord) FROM STDIN") as copy:
-        for i, row in enumerate(rows):
-            copy.write_row((*row, i))
-    result = conn.exec_driver_sql(
-        f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in ORDER BY ord "
+    arrays = ", ".join(f"%s::{'bigint' if name in _BIGINT else 'text'}[]" for name in COLUMNS)
+    sql = (
+        f"INSERT INTO events ({cols}) SELECT * FROM unnest({arrays}) "
         "ON CONFLICT (id_key) DO NOTHING"
     )
-    return int(result.rowcount)
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        return int(cur.rowcount)
+    finally:
+        cur.close()
+
+
+_BIGINT = frozenset({"id_key", "at_us", "recorded_us"})
 
 
 def _check_same_content(
