@@ -109,10 +109,13 @@ _COMMON: Final = ("type", "subject", "at", "event_id", *EVIDENCE_FIELDS)
 _ALLOWED: Final = {kind: frozenset(_COMMON + names) for kind, names in _FIELDS.items()}
 # Free-text fields checked the same way: printable, non-blank, at most MAX_TEXT long.
 _TEXT_FIELDS: Final = {
-    "profile": ("subject", "region", "event_id", *EVIDENCE_FIELDS),
-    "consent": ("subject", "purpose", "source", "notice_version", "event_id", *EVIDENCE_FIELDS),
-    "signal": ("subject", "event_id", *EVIDENCE_FIELDS),
-    "erasure": ("subject", "event_id", *EVIDENCE_FIELDS),
+    kind: frozenset(("subject", "event_id", *EVIDENCE_FIELDS, *extra))
+    for kind, extra in (
+        ("profile", ("region",)),
+        ("consent", ("purpose", "source", "notice_version")),
+        ("signal", ()),
+        ("erasure", ()),
+    )
 }
 _str = encode_basestring  # JSON string literal, non-ASCII kept as is
 _KEY_TEXT: Final = {k: _str(k) + ":" for names in (_COMMON, *_FIELDS.values()) for k in names}
@@ -215,13 +218,16 @@ def validate_event(obj: object, *, purposes: Collection[str] | None = None) -> V
         name = next(k for k in obj if k not in allowed)
         raise EventError(name, f"no such field on a {kind} event", obj[name])
     body: dict[str, str] = {"type": kind}
-    for name in _TEXT_FIELDS[kind]:
-        value = obj.get(name)
+    for name in _TEXT_FIELDS[kind].intersection(obj):
+        value = obj[name]
         if value is None:
             continue
-        if type(value) is not str or len(value) > MAX_TEXT or not value.isprintable():
-            raise _bad_text(name, value)
-        if not value.strip():
+        if (
+            type(value) is not str
+            or not 0 < len(value) <= MAX_TEXT
+            or not value.isprintable()
+            or value.isspace()
+        ):
             raise _bad_text(name, value)
         body[name] = value
     if "subject" not in body:
