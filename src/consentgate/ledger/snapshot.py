@@ -16,17 +16,18 @@ event once. The `(subject, at_us)` index orders the rows by subject but does not
 hold the columns read here, so walking it costs one random table lookup per event;
 on SQLite a full scan plus a sort is several times faster, hence `NOT INDEXED` for
 the all-subjects snapshot (a covering index would be faster still: see
-docs/benchmarks.md). PostgreSQL plans a server-side cursor for the first 10 % of
-rows by default (`cursor_tuple_fraction`), which picks that same index walk; the
-snapshot is read to the end, so the query is planned for all of its rows.
+docs/benchmarks.md). On PostgreSQL the all-subjects snapshot is streamed without a
+server-side cursor, because PostgreSQL never runs a cursor's query in parallel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, text
+from psycopg import pq
+from sqlalchemy import Connection, TextClause, bindparam, text
 
 from consentgate.domain.facts import CHOICE_RANK, SubjectFacts
 from consentgate.domain.timeutil import to_micros
@@ -43,6 +44,7 @@ _SEQ_BACK = 2 * 10**18
 _VALUE_AT = _AT_DIGITS + 19  # the value starts after this many characters of key
 _RANKS = max(CHOICE_RANK.values()) + 1  # (time + _AT) * _RANKS + rank < 2**63
 _CHOICE_OF_RANK = {rank: choice for choice, rank in CHOICE_RANK.items()}
+_BATCH = 10_000  # rows fetched at a time
 
 
 def _text(dialect: str, expr: str) -> str:
@@ -98,21 +100,41 @@ def snapshot_facts(
     if subjects is not None:
         stmt = stmt.bindparams(bindparam("subjects", expanding=True))
         params["subjects"] = list(subjects)
+        rows = _streamed(conn, stmt, params)
     elif dialect == "postgresql":
-        # SET LOCAL, as a query: the caller's connection may stream (server-side cursor)
-        conn.execute(text("SELECT set_config('cursor_tuple_fraction', '1', true)")).scalar()
-    streamed = {"stream_results": True, "yield_per": 10_000}  # this statement only
-    result = conn.execute(stmt, params, execution_options=streamed)
-    for rows in result.partitions(10_000):
-        for subject, erased, born, latest, first, choice, gpc_at, invalidated in rows:
-            yield SubjectFacts(
-                subject=subject,
-                erased=bool(erased),
-                birth_date=date.fromisoformat(born[_VALUE_AT:]) if born else None,
-                region_latest=latest[_VALUE_AT:] if latest else None,
-                region_first=first[_VALUE_AT:] if first else None,
-                choice=None if choice is None else _CHOICE_OF_RANK[choice % _RANKS],
-                choice_at_us=None if choice is None else choice // _RANKS - _AT,
-                gpc_at_us=gpc_at,
-                invalidated_grant=bool(invalidated),
-            )
+        rows = _streamed_in_parallel(conn, stmt, params)
+    else:
+        rows = _streamed(conn, stmt, params)
+    for subject, erased, born, latest, first, choice, gpc_at, invalidated in rows:
+        yield SubjectFacts(
+            subject=subject,
+            erased=bool(erased),
+            birth_date=date.fromisoformat(born[_VALUE_AT:]) if born else None,
+            region_latest=latest[_VALUE_AT:] if latest else None,
+            region_first=first[_VALUE_AT:] if first else None,
+            choice=None if choice is None else _CHOICE_OF_RANK[choice % _RANKS],
+            choice_at_us=None if choice is None else choice // _RANKS - _AT,
+            gpc_at_us=gpc_at,
+            invalidated_grant=bool(invalidated),
+        )
+
+
+def _streamed(conn: Connection, stmt: TextClause, params: dict[str, object]) -> Iterator[Any]:
+    streamed = {"stream_results": True, "yield_per": _BATCH}  # this statement only
+    for rows in conn.execute(stmt, params, execution_options=streamed).partitions(_BATCH):
+        yield from rows
+
+
+def _streamed_in_parallel(
+    conn: Connection, stmt: TextClause, params: dict[str, object]
+) -> Iterator[Any]:
+    """PostgreSQL: stream an ordinary query with libpq's chunked (or single-row) mode.
+
+    SQLAlchemy streams through a server-side cursor, and PostgreSQL never runs a
+    cursor's query with parallel workers; the whole-ledger aggregate wants them.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None, "a checked-out connection has a driver connection"
+    chunk = _BATCH if pq.version() >= 170000 else 1  # chunked mode needs libpq 17
+    with driver.cursor() as cur:
+        yield from cur.stream(str(stmt.compile(dialect=conn.dialect)), params, size=chunk)
