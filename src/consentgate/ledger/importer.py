@@ -30,6 +30,7 @@ from consentgate.ledger.schema import events
 __all__ = ["ImportResult", "append_rows", "import_stream"]
 
 BLOCK = 1 << 20  # bytes of whole lines per batch (and per worker task)
+WRITER_SHARE = 6  # with one parser process, the writer parses one block in this many
 PARALLEL_FROM = 4 << 20  # files larger than this many bytes are parsed in worker processes
 
 
@@ -74,18 +75,27 @@ def _parsed(
     # The writer (this process) needs a core of its own: on 2 cores one parser keeps
     # pace with it, while two would take turns with it on the same cores.
     workers = max(1, min(4, (os.cpu_count() or 2) - 1))
+    # Writing a row costs less than parsing it, so with a single parser the writer
+    # also parses every WRITER_SHARE-th block itself while the parser works ahead.
+    share = WRITER_SHARE if workers == 1 else 0
+    set_purposes(frozenset(purposes))
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=set_purposes, initargs=(frozenset(purposes),)
     ) as pool:
-        pending: deque[tuple[Future[ChunkResult], int]] = deque()
-        for first, block in _chunks(stream):
-            pending.append((pool.submit(parse_lines, (first, block)), len(block)))
-            if len(pending) > 2 * workers:  # bounded read-ahead keeps memory flat
-                future, done = pending.popleft()
-                yield future.result(), done
+        pending: deque[tuple[Future[ChunkResult] | tuple[int, bytes], int]] = deque()
+        for i, task in enumerate(_chunks(stream)):
+            mine = share and i % share == share - 1
+            pending.append((task if mine else pool.submit(parse_lines, task), len(task[1])))
+            if len(pending) > 2 * workers + 1:  # bounded read-ahead keeps memory flat
+                yield _outcome(*pending.popleft())
         while pending:
-            future, done = pending.popleft()
-            yield future.result(), done
+            yield _outcome(*pending.popleft())
+
+
+def _outcome(job: Future[ChunkResult] | tuple[int, bytes], size: int) -> tuple[ChunkResult, int]:
+    if isinstance(job, Future):
+        return job.result(), size
+    return parse_lines(job), size
 
 
 def import_stream(
