@@ -10,8 +10,10 @@ Each figure is printed beside a baseline measured in the same run (STYLE 15):
   idempotent append) against a bare `sqlite3` `executemany` of the very same rows,
   pre-built in memory, into an identical table with the same indexes and pragmas;
   on PostgreSQL, against a bare `COPY` of those rows into a copy of the table;
-- snapshot: `list(ledger.snapshot(...))` against a bare one-pass `GROUP BY subject`
-  over the same rows (the floor of any grouped as-of query).
+- snapshot: `list(ledger.snapshot(...))` for every subject (default engine, and
+  `engine="sql"` where the ledger offers engines), `Ledger.snapshot_table` when present,
+  and `list(ledger.decisions(...))`, against a bare one-pass `GROUP BY subject` over the
+  same rows that reads only the (subject, at_us) index (the floor of any snapshot).
 
 The events file is generated once per (N, M) into bench/out/ and reused. The 1-minute
 load average is recorded with every figure: the machine may be shared.
@@ -71,6 +73,7 @@ _KINDS = (  # cumulative probability of each kind of follow-up event
     (0.995, "move"),
     (1.0, "erasure"),
 )
+_MOVES = tuple(region for region in _REGIONS if region)
 _SOURCES = ("privacy_page", "settings", "signup_banner", "mobile_app")
 _BORN_FIRST = date(1945, 1, 1).toordinal()
 _BORN_LAST = date(2010, 12, 31).toordinal()  # some members are minors until 2028
@@ -96,8 +99,7 @@ def _follow_up(rng: Random, subject: str, at: str, t: int) -> str:
     if kind == "erasure":
         return head % "erasure" + "}\n"
     if kind == "move":
-        region = rng.choice([r for r in _REGIONS if r])
-        return head % "profile" + f',"region":"{region}"}}\n'
+        return head % "profile" + f',"region":"{rng.choice(_MOVES)}"}}\n'
     notice = next((v for start, v in reversed(_NOTICES) if t >= start), None)
     extra = f',"notice_version":"{notice}"' if notice else ""
     source = rng.choice(_SOURCES)
@@ -141,7 +143,7 @@ def generate(path: Path, n_events: int, n_subjects: int, seed: int = 20260101) -
 def events_file(n_events: int, n_subjects: int) -> Path:
     path = OUT / f"events-v{GENERATOR_VERSION}-{n_events}-{n_subjects}.jsonl"
     if path.exists():
-        print(f"events: reusing {path.relative_to(Path.cwd())}")
+        print(f"events: reusing {path}")
         return path
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
