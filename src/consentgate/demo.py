@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from consentgate.domain.decide import REASONS
-from consentgate.domain.facts import evaluate
+from consentgate.domain.facts import evaluator
 from consentgate.domain.policy_file import default_policy_text
 from consentgate.domain.regions import EEA
 from consentgate.ledger import Ledger, open_ledger
@@ -68,9 +68,10 @@ def decision_counts(ledger: Ledger, at: datetime) -> Counter[tuple[str, str]]:
     """(reason, region group) -> subjects, from the ledger's SQL snapshot as of `at`."""
     policy = ledger.policy_at(at)
     counts: Counter[tuple[str, str]] = Counter()
+    decide_facts = evaluator(policy, PURPOSE, at)
     for facts in ledger.snapshot(purpose=PURPOSE, at=at):
         group = region_group(facts.region_latest or facts.region_first)
-        counts[evaluate(facts, policy, PURPOSE, at).reason, group] += 1
+        counts[decide_facts(facts).reason, group] += 1
     return counts
 
 

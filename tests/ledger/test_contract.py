@@ -265,10 +265,9 @@ def test_snapshot_table_holds_the_same_facts(
     assert set(rows) == set(facts)
     for subject, f in facts.items():
         r = rows[subject]
-        born = f.birth_date.isoformat() if f.birth_date else None
         assert (r["erased"], r["born"], r["region_latest"], r["region_first"]) == (
             f.erased,
-            born,
+            f.birth_date,
             f.region_latest,
             f.region_first,
         )

@@ -9,7 +9,7 @@ which an absent `event_id` is derived, so importing the same event twice adds no
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from json.encoder import encode_basestring
@@ -203,10 +203,17 @@ def build_event(valid: ValidEvent) -> Event:
     return ErasureEvent(**common)
 
 
-def validate_event(obj: object, *, purposes: Collection[str] | None = None) -> ValidEvent:
+def validate_event(
+    obj: object,
+    *,
+    purposes: Collection[str] | None = None,
+    encode: Callable[[dict[str, str]], bytes] | None = None,
+) -> ValidEvent:
     """Check a JSON object against the event contract; raise `EventError` if it fails.
 
-    `purposes`, when given, are the purposes a consent event may name.
+    `purposes`, when given, are the purposes a consent event may name. `encode`, when
+    given, replaces the canonical encoder of the digest: a faster one producing the
+    same bytes for validated bodies (bulk import passes orjson's, tested equal).
     """
     if type(obj) is not dict and not isinstance(obj, Mapping):
         raise EventError("(line)", "a JSON object", type(obj).__name__)
@@ -258,7 +265,7 @@ def validate_event(obj: object, *, purposes: Collection[str] | None = None) -> V
             raise EventError("signal", "one of " + ", ".join(SIGNALS), signal)
         body["signal"] = str(signal)
     event_id = body.pop("event_id", None)
-    digest = hashlib.sha256(_encode(body)).hexdigest()
+    digest = hashlib.sha256((encode or _encode)(body)).hexdigest()
     return ValidEvent(kind, body, at, born, event_id or digest, digest)
 
 

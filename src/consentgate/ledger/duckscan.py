@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import datetime
 from importlib import import_module
 from pathlib import Path
 
@@ -86,7 +86,7 @@ def _facts_sql(alias: str) -> str:
     return f"""
 SELECT subject,
   bool_or(type = 'erasure') AS erased,
-  arg_max(birth_date, (at_us, seq)) FILTER (WHERE birth_date IS NOT NULL) AS born,
+  CAST(arg_max(birth_date, (at_us, seq)) FILTER (WHERE birth_date IS NOT NULL) AS DATE) AS born,
   arg_max(region, (at_us, seq)) FILTER (WHERE region IS NOT NULL) AS region_latest,
   arg_min(region, (at_us, -seq)) FILTER (WHERE region IS NOT NULL) AS region_first,
   arg_max(choice, (at_us, CASE choice {rank} END)) FILTER (WHERE {is_choice}) AS choice,
@@ -132,19 +132,9 @@ def snapshot_facts_duckdb(
     try:
         attach_ledger(con, engine)
         cur = con.execute(_facts_sql("ledger"), _params(purpose, at, reconsent_cutoff))
+        make = SubjectFacts._make  # columns in field order, types as the fields want
         while rows := cur.fetchmany(50_000):
-            for subject, erased, born, latest, first, choice, choice_at, gpc_at, inval in rows:
-                yield SubjectFacts(
-                    subject=subject,
-                    erased=bool(erased),
-                    birth_date=date.fromisoformat(born) if born else None,
-                    region_latest=latest,
-                    region_first=first,
-                    choice=choice,
-                    choice_at_us=choice_at,
-                    gpc_at_us=gpc_at,
-                    invalidated_grant=bool(inval),
-                )
+            yield from map(make, rows)
     except duckdb.Error as err:
         raise StorageError(f"DuckDB could not scan the ledger: {err}") from err
     finally:

@@ -17,7 +17,7 @@ from consentgate.domain.events import ValidEvent, validate_event
 from consentgate.domain.timeutil import to_micros
 from consentgate.ledger.rows import id_key
 
-__all__ = ["ChunkResult", "LineError", "Row", "parse_lines", "row_of", "set_purposes"]
+__all__ = ["ChunkResult", "LineError", "Row", "canonical", "parse_lines", "row_of", "set_purposes"]
 
 Row = tuple[Any, ...]
 
@@ -46,6 +46,14 @@ def set_purposes(purposes: Collection[str]) -> None:
     """Set the purposes consent events may name (a worker-process initializer)."""
     global _purposes
     _purposes = purposes
+
+
+def canonical(body: dict[str, str]) -> bytes:
+    """The canonical bytes of a validated body (docs/formats.md), by orjson: sorted
+    keys, no spaces, UTF-8 kept; the same bytes as the domain's own encoder for every
+    body validation lets through (printable strings need only quote and backslash
+    escapes, which both write alike), as tests/ledger/test_parsing.py checks."""
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
 def row_of(valid: ValidEvent, recorded_us: int = 0) -> Row:
@@ -87,7 +95,7 @@ def parse_lines(task: tuple[int, bytes]) -> ChunkResult:
         except orjson.JSONDecodeError as err:
             return LineError(lineno, "(line)", "one JSON object per line", str(err))
         try:
-            rows.append(row_of(validate_event(obj, purposes=_purposes), now))
+            rows.append(row_of(validate_event(obj, purposes=_purposes, encode=canonical), now))
         except InputError as err:
             unknown = isinstance(err, UnknownPurposeError)
             return LineError(lineno, err.field, err.expected, _plain(err.found), unknown)

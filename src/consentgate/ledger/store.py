@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, insert, select
 from consentgate.domain.decide import Decision, decide
 from consentgate.domain.errors import InputError, StorageError, UnknownPurposeError
 from consentgate.domain.events import Event, build_event, validate_event
-from consentgate.domain.facts import SubjectFacts, evaluate
+from consentgate.domain.facts import SubjectFacts, evaluator
 from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
 from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
@@ -268,14 +268,19 @@ class Ledger:
         """Online decisions for every subject (or `subjects`) from the SQL snapshot.
         Requested subjects the ledger does not know are answered `unknown_subject`."""
         policy = self._purpose_policy(purpose, at)
-        seen = set()
+        decide_facts = evaluator(policy, purpose, at)
         snap = self.snapshot(purpose=purpose, at=at, subjects=subjects, engine=engine)
+        if subjects is None:
+            for facts in snap:
+                yield facts.subject, decide_facts(facts)
+            return
+        seen = set()
         for facts in snap:
             seen.add(facts.subject)
-            yield facts.subject, evaluate(facts, policy, purpose, at)
-        for subject in subjects or ():
+            yield facts.subject, decide_facts(facts)
+        for subject in subjects:
             if subject not in seen:
-                yield subject, evaluate(None, policy, purpose, at)
+                yield subject, decide_facts(None)
 
     def _purpose_policy(self, purpose: str, at: datetime) -> Policy:
         policy = self.policy_at(at)
