@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
+import sys
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 from typing import IO
 
+import psycopg
 from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.exc import IntegrityError
 
-from consentgate.domain.errors import EventError
+from consentgate.domain.errors import EventError, InputError
 from consentgate.ledger.parsing import ChunkResult, LineError, Row, parse_lines, set_purposes
 from consentgate.ledger.rows import COLUMNS
 from consentgate.ledger.schema import events
@@ -85,11 +91,31 @@ def _parsed(
         pending: deque[tuple[Future[ChunkResult] | tuple[int, bytes], int]] = deque()
         for i, task in enumerate(_chunks(stream)):
             mine = share and i % share == share - 1
-            pending.append((task if mine else pool.submit(parse_lines, task), len(task[1])))
+            if not mine:
+                with _main_hidden():
+                    job: Future[ChunkResult] | tuple[int, bytes] = pool.submit(parse_lines, task)
+            pending.append((task if mine else job, len(task[1])))
             if len(pending) > 2 * workers + 1:  # bounded read-ahead keeps memory flat
                 yield _outcome(*pending.popleft())
         while pending:
             yield _outcome(*pending.popleft())
+
+
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start parser processes without the caller's main module.
+
+    A spawned process normally re-runs the parent's `__main__` script first; a user
+    script that imports events at top level (no `if __name__ == "__main__"` guard)
+    would then run again in the parser, and fail or repeat its work. The parsers
+    need only consentgate's own code, so while a task is submitted (which is when
+    the pool starts a process) `__main__` is an empty module."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = ModuleType("__mp_main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _outcome(job: Future[ChunkResult] | tuple[int, bytes], size: int) -> tuple[ChunkResult, int]:
@@ -128,73 +154,96 @@ def append_rows(
     linenos: Sequence[int] = (),
     name: str = "<input>",
 ) -> int:
-    """Insert rows (COLUMNS order); return how many were new."""
-    if conn.dialect.name == "postgresql":
-        added = _insert_postgres(conn, rows)
+    """Insert rows (COLUMNS order); return how many were new.
+
+    The rows are first written as they are, inside a savepoint: the common case, new
+    events only, costs nothing more than the insert. When an id is already stored (or
+    repeats within the batch) the savepoint is rolled back, duplicates are checked
+    for identical content and dropped, and the new rows are written again.
+    """
+    if not rows:
+        return 0
+    insert = _copy_postgres if conn.dialect.name == "postgresql" else _insert_sqlite
+    savepoint = conn.begin_nested()
+    try:
+        insert(conn, rows)
+    except IntegrityError:
+        savepoint.rollback()
     else:
-        added = _insert_sqlite(conn, rows)
-    if added < len(rows):
-        _check_same_content(conn, rows, linenos or range(1, len(rows) + 1), name)
-    return added
+        savepoint.commit()
+        return len(rows)
+    new = _new_rows(conn, rows, linenos or range(1, len(rows) + 1), name)
+    if new:
+        insert(conn, new)
+    return len(new)
 
 
-def _insert_sqlite(conn: Connection, rows: Sequence[Row]) -> int:
+def _insert_sqlite(conn: Connection, rows: Sequence[Row]) -> None:
     cols = ", ".join(COLUMNS)
     marks = ", ".join("?" for _ in COLUMNS)
-    sql = f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (id_key) DO NOTHING"
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.executemany(sql, rows)
-        return int(cur.rowcount)
+        cur.executemany(f"INSERT INTO events ({cols}) VALUES ({marks})", rows)
+    except sqlite3.IntegrityError as err:
+        raise IntegrityError("INSERT INTO events", None, err) from err
     finally:
         cur.close()
 
 
-def _insert_postgres(conn: Connection, rows: Sequence[Row]) -> int:
-    """One INSERT per batch from column arrays, sent in binary (`%b`: text format
-    spends most of its time quoting array literals); unnest
-    keeps the batch's order, so sequence numbers follow the file."""
-    cols = ", ".join(COLUMNS)
-    arrays = ", ".join(f"%b::{'bigint' if name in _BIGINT else 'text'}[]" for name in COLUMNS)
-    sql = (
-        f"INSERT INTO events ({cols}) SELECT * FROM unnest({arrays}) "
-        "ON CONFLICT (id_key) DO NOTHING"
-    )
+def _copy_postgres(conn: Connection, rows: Sequence[Row]) -> None:
+    """COPY in binary: the cheapest way into PostgreSQL, on the client and the server.
+    Rows arrive in batch order, so sequence numbers follow the file."""
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(sql, [list(column) for column in zip(*rows, strict=True)])
-        return int(cur.rowcount)
+        with cur.copy(_COPY_SQL) as copy:
+            copy.set_types(_PG_TYPES)
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.errors.UniqueViolation as err:
+        raise IntegrityError("COPY events", None, err) from err
     finally:
         cur.close()
 
 
 _BIGINT = frozenset({"id_key", "at_us", "recorded_us"})
+_PG_TYPES = ["int8" if name in _BIGINT else "text" for name in COLUMNS]
+_COPY_SQL = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 
-def _check_same_content(
+def _new_rows(
     conn: Connection, rows: Sequence[Row], linenos: Iterable[int], name: str
-) -> None:
-    """Every row not added must match a stored event: same id, same content."""
+) -> list[Row]:
+    """The rows whose id is not stored yet, each id once. A repeated id must carry
+    the content it was stored (or first given) with: an id never means two things."""
     keys = list({row[0] for row in rows})
-    stored: dict[int, tuple[str, str]] = {}
+    known: dict[int, tuple[str, str]] = {}
     query = select(events.c.id_key, events.c.event_id, events.c.content_sha256).where(
         events.c.id_key.in_(bindparam("keys", expanding=True))
     )
     for start in range(0, len(keys), 900):
         for key, event_id, digest in conn.execute(query, {"keys": keys[start : start + 900]}):
-            stored[key] = (event_id, digest)
+            known[key] = (event_id, digest)
+    new: list[Row] = []
     for lineno, row in zip(linenos, rows, strict=False):
-        if stored.get(row[0]) == (row[1], row[2]):
-            continue
-        if row[0] in stored and stored[row[0]][0] != row[1]:
-            raise EventError(
-                "event_id",
-                f"an id whose key differs from stored id {stored[row[0]][0]!r} (a 64-bit key "
-                "collision; give this event another event_id)",
-                row[1],
-            ).located(f"{name}:{lineno}")
-        raise EventError(
+        seen = known.get(row[0])
+        if seen is None:
+            known[row[0]] = (row[1], row[2])
+            new.append(row)
+        elif seen != (row[1], row[2]):
+            raise _conflict(seen[0], row, lineno, name)
+    return new
+
+
+def _conflict(stored_id: str, row: Row, lineno: int, name: str) -> InputError:
+    if stored_id != row[1]:
+        return EventError(
             "event_id",
-            "an id not yet used, or the same content as the stored event with that id",
+            f"an id whose key differs from stored id {stored_id!r} (a 64-bit key "
+            "collision; give this event another event_id)",
             row[1],
         ).located(f"{name}:{lineno}")
+    return EventError(
+        "event_id",
+        "an id not yet used, or the same content as the stored event with that id",
+        row[1],
+    ).located(f"{name}:{lineno}")
