@@ -554,3 +554,16 @@ def test_verification_never_raises_on_bad_input() -> None:
     # bytearray hashes are accepted like bytes.
     as_bytearrays = [bytearray(p) for p in path]
     assert verify_inclusion(bytearray(leaf), 0, 8, as_bytearrays, root)  # type: ignore[arg-type]
+
+
+def test_root_builder_state_restores_at_every_size() -> None:
+    leaves = [merkle.leaf_hash(bytes([i % 256, i // 256])) for i in range(70)]
+    builder = merkle.RootBuilder()
+    for n, leaf in enumerate(leaves, start=1):
+        builder.append(leaf)
+        again = merkle.RootBuilder.restore(builder.size, builder.state())
+        assert again.root() == builder.root() == merkle.root(leaves[:n])
+        again.append(leaves[0])
+        assert again.root() == merkle.root([*leaves[:n], leaves[0]])
+    with pytest.raises(ValueError, match="does not fit"):
+        merkle.RootBuilder.restore(3, builder.state())

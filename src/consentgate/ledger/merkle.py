@@ -125,6 +125,23 @@ class RootBuilder:
             n >>= 1
         stack.append(leaf_hash)
 
+    def state(self) -> bytes:
+        """The subtree roots, concatenated: with `size`, all a later `restore` needs."""
+        return b"".join(self._stack)
+
+    @classmethod
+    def restore(cls, size: int, state: bytes) -> RootBuilder:
+        """The builder that `state()` was taken from, at `size` leaves."""
+        if size < 0 or len(state) != HASH_SIZE * size.bit_count():
+            raise ValueError(f"a state of {len(state)} bytes does not fit a tree of size {size}")
+        builder = cls()
+        builder._size = size
+        builder._stack = [state[i : i + HASH_SIZE] for i in range(0, len(state), HASH_SIZE)]
+        return builder
+
+    def copy(self) -> RootBuilder:
+        return RootBuilder.restore(self._size, self.state())
+
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         """Append each leaf hash in turn."""
         append = self.append
