@@ -24,19 +24,18 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import IO
 
+import orjson
 import psycopg
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from consentgate.domain.errors import EventError, InputError
 from consentgate.ledger.parsing import ChunkResult, LineError, Row, parse_lines, set_purposes
 from consentgate.ledger.rows import COLUMNS
-from consentgate.ledger.schema import events
 
 __all__ = ["ImportResult", "append_rows", "import_stream"]
 
 BLOCK = 1 << 20  # bytes of whole lines per batch (and per worker task)
-WRITER_SHARE = 6  # with one parser process, the writer parses one block in this many
 PARALLEL_FROM = 4 << 20  # files larger than this many bytes are parsed in worker processes
 
 
@@ -79,26 +78,23 @@ def _parsed(
         return
     ctx = multiprocessing.get_context("spawn")  # safe beside threads, unlike fork
     # The writer (this process) needs a core of its own: on 2 cores one parser keeps
-    # pace with it, while two would take turns with it on the same cores.
+    # pace with it, while two would take turns with it on the same cores. (Having the
+    # writer parse a share of the blocks too measured slower: it is the bottleneck.)
     workers = max(1, min(4, (os.cpu_count() or 2) - 1))
-    # Writing a row costs less than parsing it, so with a single parser the writer
-    # also parses every WRITER_SHARE-th block itself while the parser works ahead.
-    share = WRITER_SHARE if workers == 1 else 0
     set_purposes(frozenset(purposes))
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=set_purposes, initargs=(frozenset(purposes),)
     ) as pool:
-        pending: deque[tuple[Future[ChunkResult] | tuple[int, bytes], int]] = deque()
-        for i, task in enumerate(_chunks(stream)):
-            mine = share and i % share == share - 1
-            if not mine:
-                with _main_hidden():
-                    job: Future[ChunkResult] | tuple[int, bytes] = pool.submit(parse_lines, task)
-            pending.append((task if mine else job, len(task[1])))
+        pending: deque[tuple[Future[ChunkResult], int]] = deque()
+        for task in _chunks(stream):
+            with _main_hidden():
+                pending.append((pool.submit(parse_lines, task), len(task[1])))
             if len(pending) > 2 * workers + 1:  # bounded read-ahead keeps memory flat
-                yield _outcome(*pending.popleft())
+                job, size = pending.popleft()
+                yield job.result(), size
         while pending:
-            yield _outcome(*pending.popleft())
+            job, size = pending.popleft()
+            yield job.result(), size
 
 
 @contextmanager
@@ -116,12 +112,6 @@ def _main_hidden() -> Iterator[None]:
         yield
     finally:
         sys.modules["__main__"] = main
-
-
-def _outcome(job: Future[ChunkResult] | tuple[int, bytes], size: int) -> tuple[ChunkResult, int]:
-    if isinstance(job, Future):
-        return job.result(), size
-    return parse_lines(job), size
 
 
 def import_stream(
@@ -156,25 +146,18 @@ def append_rows(
 ) -> int:
     """Insert rows (COLUMNS order); return how many were new.
 
-    The rows are first written as they are, inside a savepoint: the common case, new
-    events only, costs nothing more than the insert. When an id is already stored (or
-    repeats within the batch) the savepoint is rolled back, duplicates are checked
-    for identical content and dropped, and the new rows are written again.
+    The ids of the batch are looked up first (one query): stored ids and ids repeated
+    within the batch are checked for identical content and dropped, and only new
+    events are written, by a plain insert (SQLite) or COPY (PostgreSQL).
     """
     if not rows:
         return 0
-    insert = _copy_postgres if conn.dialect.name == "postgresql" else _insert_sqlite
-    savepoint = conn.begin_nested()
-    try:
-        insert(conn, rows)
-    except IntegrityError:
-        savepoint.rollback()
-    else:
-        savepoint.commit()
-        return len(rows)
     new = _new_rows(conn, rows, linenos or range(1, len(rows) + 1), name)
     if new:
-        insert(conn, new)
+        if conn.dialect.name == "postgresql":
+            _copy_postgres(conn, new)
+        else:
+            _insert_sqlite(conn, new)
     return len(new)
 
 
@@ -215,14 +198,7 @@ def _new_rows(
 ) -> list[Row]:
     """The rows whose id is not stored yet, each id once. A repeated id must carry
     the content it was stored (or first given) with: an id never means two things."""
-    keys = list({row[0] for row in rows})
-    known: dict[int, tuple[str, str]] = {}
-    query = select(events.c.id_key, events.c.event_id, events.c.content_sha256).where(
-        events.c.id_key.in_(bindparam("keys", expanding=True))
-    )
-    for start in range(0, len(keys), 900):
-        for key, event_id, digest in conn.execute(query, {"keys": keys[start : start + 900]}):
-            known[key] = (event_id, digest)
+    known = _stored(conn, [row[0] for row in rows])
     new: list[Row] = []
     for lineno, row in zip(linenos, rows, strict=False):
         seen = known.get(row[0])
@@ -232,6 +208,27 @@ def _new_rows(
         elif seen != (row[1], row[2]):
             raise _conflict(seen[0], row, lineno, name)
     return new
+
+
+def _stored(conn: Connection, keys: list[int]) -> dict[int, tuple[str, str]]:
+    """id_key -> (event_id, content_sha256) of the stored events among `keys`."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "postgresql":
+            cur.execute(
+                "SELECT id_key, event_id, content_sha256 FROM events "
+                "WHERE id_key = ANY(%b::bigint[])",
+                [keys],
+            )
+        else:
+            cur.execute(
+                "SELECT id_key, event_id, content_sha256 FROM events "
+                "WHERE id_key IN (SELECT value FROM json_each(?))",
+                [orjson.dumps(keys).decode()],
+            )
+        return {key: (event_id, digest) for key, event_id, digest in cur.fetchall()}
+    finally:
+        cur.close()
 
 
 def _conflict(stored_id: str, row: Row, lineno: int, name: str) -> InputError:
