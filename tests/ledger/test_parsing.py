@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from consentgate.domain.errors import EventError
 from consentgate.domain.events import _encode, validate_event
-from consentgate.ledger.parsing import LineError, canonical, parse_lines, set_purposes
+from consentgate.ledger.parsing import LineError, canonical, parse_lines, set_context
 
 # Any text, including quotes, backslashes, non-ASCII, astral characters and the
 # characters JSON must escape; validation decides what gets through.
@@ -50,7 +50,7 @@ def test_escapes_are_the_same() -> None:
 
 
 def test_parse_lines_digests_match_the_domain() -> None:
-    set_purposes(frozenset({"ai_training"}))
+    set_context(frozenset({"ai_training"}), b"secret")
     lines = [
         b'{"type":"erasure","subject":"m\\u00e9\\"x","at":"2024-01-01T00:00:00+02:00"}',
         b"",
@@ -64,4 +64,5 @@ def test_parse_lines_digests_match_the_domain() -> None:
     for raw, row in zip([lines[0], lines[2]], rows, strict=True):
         expected = validate_event(orjson.loads(raw))
         assert row[2] == expected.digest
+        assert row[4] == expected.body["subject"]
         assert row[1] == expected.event_id

@@ -7,13 +7,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from consentgate.domain.errors import StorageError
 
-__all__ = ["DEFAULT_URL", "connect", "migrate"]
+__all__ = ["DEFAULT_URL", "WRITE", "connect", "migrate"]
 
 DEFAULT_URL = "sqlite:///consentgate.db"
 
@@ -27,6 +27,9 @@ def _normalise(url: str) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Transactions are begun by `_sqlite_begin`, not by the driver's own implicit
+    # BEGIN, so that writers can ask for the write lock up front.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA page_size=16384")  # takes effect only when the file is created
     cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
@@ -34,7 +37,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA cache_size=-524288")  # up to 512 MiB: index pages stay hot on big imports
+    cur.execute("PRAGMA secure_delete=ON")  # erased keys and ids are overwritten, not freed
     cur.close()
+
+
+#: Execution option of a connection whose transactions write the ledger.
+WRITE = {"consentgate_write": True}
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """BEGIN IMMEDIATE for writers: the write lock is taken before anything is read,
+    so the chain head a writer reads is still the head when it appends."""
+    write = conn.get_execution_options().get("consentgate_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def connect(url: str = DEFAULT_URL) -> Engine:
@@ -49,6 +64,7 @@ def connect(url: str = DEFAULT_URL) -> Engine:
         engine = create_engine(parsed, pool_pre_ping=True)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin)
         try:
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")

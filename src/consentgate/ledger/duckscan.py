@@ -83,8 +83,15 @@ def _facts_sql(alias: str) -> str:
     is_choice = (
         "type = 'consent' AND purpose = $purpose AND (choice <> 'granted' OR at_us >= $cutoff)"
     )
+    # Grouped by pseudonym; the member id comes from `subjects` (NULL once erased,
+    # then named by `erased_label`: "~" and the pseudonym in 16 hex digits).
+    label = (
+        "'~' || lower(lpad(hex(f.ps::HUGEINT + CASE WHEN f.ps < 0 "
+        "THEN 18446744073709551616::HUGEINT ELSE 0 END), 16, '0'))"
+    )
     return f"""
-SELECT subject,
+SELECT COALESCE(s.subject, {label}) AS subject, f.* EXCLUDE (ps) FROM (
+SELECT subject AS ps,
   bool_or(type = 'erasure') AS erased,
   CAST(arg_max(birth_date, (at_us, seq)) FILTER (WHERE birth_date IS NOT NULL) AS DATE) AS born,
   arg_max(region, (at_us, seq)) FILTER (WHERE region IS NOT NULL) AS region_latest,
@@ -97,6 +104,7 @@ SELECT subject,
 FROM {alias}.events
 WHERE at_us <= $t
 GROUP BY subject
+) f LEFT JOIN {alias}.subjects s ON s.pseudonym = f.ps
 """
 
 

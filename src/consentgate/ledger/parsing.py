@@ -16,8 +16,9 @@ from consentgate.domain.errors import EventError, InputError, UnknownPurposeErro
 from consentgate.domain.events import ValidEvent, validate_event
 from consentgate.domain.timeutil import to_micros
 from consentgate.ledger.rows import id_key
+from consentgate.ledger.sealing import PERSONAL, pseudonym
 
-__all__ = ["ChunkResult", "LineError", "Row", "canonical", "parse_lines", "row_of", "set_purposes"]
+__all__ = ["ChunkResult", "LineError", "Row", "canonical", "parse_lines", "row_of", "set_context"]
 
 Row = tuple[Any, ...]
 
@@ -40,12 +41,15 @@ class LineError(NamedTuple):
 ChunkResult = tuple[list[int], list[Row]] | LineError
 
 _purposes: Collection[str] = frozenset()
+_secret = b""
 
 
-def set_purposes(purposes: Collection[str]) -> None:
-    """Set the purposes consent events may name (a worker-process initializer)."""
-    global _purposes
+def set_context(purposes: Collection[str], secret: bytes) -> None:
+    """Set the purposes consent events may name and the ledger's pseudonym key
+    (a worker-process initializer)."""
+    global _purposes, _secret
     _purposes = purposes
+    _secret = secret
 
 
 def canonical(body: dict[str, str]) -> bytes:
@@ -56,25 +60,28 @@ def canonical(body: dict[str, str]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-def row_of(valid: ValidEvent, recorded_us: int = 0) -> Row:
-    """The `events` row of a validated event, in COLUMNS order."""
+def row_of(valid: ValidEvent, secret: bytes, recorded_us: int = 0) -> Row:
+    """The parsed row of a validated event (`rows.PARSED` order): what the writer
+    needs to seal, chain and store it."""
     body = valid.body
-    evidence = valid.evidence()
+    personal = {name: body[name] for name in PERSONAL if name in body}
+    subject = body["subject"]
     return (
         id_key(valid.event_id),
         valid.event_id,
         valid.digest,
         valid.type,
-        body["subject"],
+        subject,
+        pseudonym(secret, subject),
         to_micros(valid.at),
         body.get("purpose"),
         body.get("choice"),
         body.get("signal"),
-        body.get("region"),
-        body.get("birth_date"),
         body.get("source"),
         body.get("notice_version"),
-        orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS).decode() if evidence else None,
+        body.get("region"),
+        body.get("birth_date"),
+        orjson.dumps(personal, option=orjson.OPT_SORT_KEYS) if personal else None,
         recorded_us,
     )
 
@@ -95,7 +102,9 @@ def parse_lines(task: tuple[int, bytes]) -> ChunkResult:
         except orjson.JSONDecodeError as err:
             return LineError(lineno, "(line)", "one JSON object per line", str(err))
         try:
-            rows.append(row_of(validate_event(obj, purposes=_purposes, encode=canonical), now))
+            rows.append(
+                row_of(validate_event(obj, purposes=_purposes, encode=canonical), _secret, now)
+            )
         except InputError as err:
             unknown = isinstance(err, UnknownPurposeError)
             return LineError(lineno, err.field, err.expected, _plain(err.found), unknown)

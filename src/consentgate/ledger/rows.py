@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
 from consentgate.domain.events import (
+    EVIDENCE_FIELDS,
     ConsentEvent,
     ErasureEvent,
     Event,
@@ -17,9 +17,10 @@ from consentgate.domain.events import (
 )
 from consentgate.domain.timeutil import from_micros
 
-__all__ = ["COLUMNS", "event_from_row", "id_key"]
+__all__ = ["COLUMNS", "PARSED", "event_from_row", "id_key"]
 
 COLUMNS = (
+    "seq",
     "id_key",
     "event_id",
     "content_sha256",
@@ -29,11 +30,33 @@ COLUMNS = (
     "purpose",
     "choice",
     "signal",
-    "region",
-    "birth_date",
     "source",
     "notice_version",
-    "evidence",
+    "region",
+    "birth_date",
+    "sealed",
+    "recorded_us",
+    "prev_hash",
+    "hash",
+)
+
+#: What the parser hands the writer for each event, in this order.
+PARSED = (
+    "id_key",
+    "event_id",
+    "content_sha256",
+    "type",
+    "subject",  # the member id, in clear: the writer keeps it only in `subjects`
+    "pseudonym",
+    "at_us",
+    "purpose",
+    "choice",
+    "signal",
+    "source",
+    "notice_version",
+    "region",
+    "birth_date",
+    "personal",  # canonical JSON of the PERSONAL fields present, or None
     "recorded_us",
 )
 
@@ -44,19 +67,20 @@ def id_key(event_id: str) -> int:
     return int.from_bytes(hashlib.sha256(event_id.encode()).digest()[:8], "big", signed=True)
 
 
-def event_from_row(row: Mapping[str, Any]) -> Event:
-    """Rebuild the domain event stored in `row`."""
+def event_from_row(row: Mapping[str, Any], subject: str, personal: Mapping[str, str]) -> Event:
+    """Rebuild the domain event stored in `row`, for the member `subject`, with its
+    opened personal fields (empty once the member is erased)."""
     common: dict[str, Any] = {
-        "subject": row["subject"],
+        "subject": subject,
         "at": from_micros(row["at_us"]),
         "event_id": row["event_id"],
-        "evidence": json.loads(row["evidence"]) if row["evidence"] else {},
+        "evidence": {k: personal[k] for k in EVIDENCE_FIELDS if k in personal},
     }
     kind = row["type"]
     if kind == "profile":
-        born = row["birth_date"]
+        born = personal.get("birth_date")
         return ProfileEvent(
-            region=row["region"],
+            region=personal.get("region"),
             birth_date=date.fromisoformat(born) if born else None,
             **common,
         )

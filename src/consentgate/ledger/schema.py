@@ -2,13 +2,39 @@
 
 Instants are stored as whole microseconds since the Unix epoch (UTC) in BIGINT
 columns: exact, comparable in SQL on every backend, and cheap to index.
+
+Members appear in `events` only by their keyed pseudonym (`subject`, a 64-bit
+integer); `subjects` maps a pseudonym to the member id and the member's own key, and
+loses both when the member is erased. Personal fields live in `events.sealed`,
+encrypted with that key; `region` and `birth_date` are also kept in clear for the
+set-based decisions, outside the hashed content, and are cleared on erasure.
+See docs/integrity.md.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
-__all__ = ["events", "metadata", "policy_versions"]
+__all__ = [
+    "checkpoints",
+    "events",
+    "ledger_head",
+    "ledger_meta",
+    "metadata",
+    "policy_versions",
+    "subjects",
+]
 
 metadata = MetaData()
 
@@ -18,25 +44,65 @@ SeqType = BigInteger().with_variant(Integer(), "sqlite")
 events = Table(
     "events",
     metadata,
-    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    # The position in the hash chain, assigned by the writer holding the head lock:
+    # 1, 2, 3, ... without gaps. Being the primary key, one position holds one event,
+    # so two writers can never both extend the same head (no fork).
+    Column("seq", SeqType, primary_key=True, autoincrement=False),
     # id_key: the first 8 bytes of SHA-256(event_id) as a signed integer. Its unique
     # index is a tenth the size of one on the id text, so bulk imports stay in cache.
     Column("id_key", BigInteger, nullable=False, unique=True),
     Column("event_id", String(256), nullable=False),
     Column("content_sha256", String(64), nullable=False),
     Column("type", String(16), nullable=False),
-    Column("subject", String(256), nullable=False),
+    Column("subject", BigInteger, nullable=False),  # keyed pseudonym of the member
     Column("at_us", BigInteger, nullable=False),
     Column("purpose", String(256)),
     Column("choice", String(16)),
     Column("signal", String(16)),
-    Column("region", String(16)),
-    Column("birth_date", String(10)),
     Column("source", String(256)),
     Column("notice_version", String(256)),
-    Column("evidence", Text),
+    Column("region", String(16)),  # clear copy of a sealed field; cleared on erasure
+    Column("birth_date", String(10)),  # clear copy of a sealed field; cleared on erasure
+    Column("sealed", LargeBinary),  # personal fields, AES-256-GCM with the member's key
     Column("recorded_us", BigInteger, nullable=False),
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
     Index("ix_events_subject_at", "subject", "at_us"),
+)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("pseudonym", SeqType, primary_key=True, autoincrement=False),
+    Column("subject", String(256)),  # NULL once erased
+    Column("key", LargeBinary(32)),  # NULL once erased: the sealed fields are lost
+    Column("erased_us", BigInteger),
+)
+
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Column("frontier", LargeBinary, nullable=False),  # Merkle subtree roots (RootBuilder)
+    CheckConstraint("id = 1", name="ck_ledger_head_single_row"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),  # the signed checkpoint, as written to the log
+    Column("created_us", BigInteger, nullable=False),
+)
+
+ledger_meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )
 
 policy_versions = Table(

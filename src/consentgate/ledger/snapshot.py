@@ -22,7 +22,7 @@ server-side cursor, because PostgreSQL never runs a cursor's query in parallel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from sqlalchemy import Connection, TextClause, bindparam, text
 
 from consentgate.domain.facts import CHOICE_RANK, SubjectFacts
 from consentgate.domain.timeutil import to_micros
+from consentgate.ledger.sealing import erased_label
 
 __all__ = ["snapshot_facts"]
 
@@ -67,7 +68,9 @@ def _sql(dialect: str, *, subjects: bool, cutoff: bool) -> str:
     )
     table = "events NOT INDEXED" if dialect == "sqlite" and not subjects else "events"
     where = "at_us <= :t" + (" AND subject IN :subjects" if subjects else "")
+    # Members are grouped by pseudonym; their id comes from `subjects` (NULL once erased).
     return f"""
+SELECT f.*, s.subject AS name FROM (
 SELECT subject,
   MAX(CASE WHEN type = 'erasure' THEN 1 ELSE 0 END) AS erased,
   MAX(CASE WHEN birth_date IS NOT NULL THEN {latest} || birth_date END) AS born,
@@ -80,6 +83,7 @@ SELECT subject,
 FROM {table}
 WHERE {where}
 GROUP BY subject
+) f LEFT JOIN subjects s ON s.pseudonym = f.subject
 """
 
 
@@ -89,9 +93,10 @@ def snapshot_facts(
     purpose: str,
     at: datetime,
     reconsent_cutoff: datetime | None,
-    subjects: Sequence[str] | None = None,
+    subjects: Mapping[int, str] | None = None,
 ) -> Iterator[SubjectFacts]:
-    """Stream the facts of every subject (or of `subjects`) as of `at`."""
+    """Stream the facts of every subject (or of `subjects`: pseudonym -> member id)
+    as of `at`. Erased members are named by `erased_label` unless asked for by id."""
     dialect = conn.dialect.name
     stmt = text(_sql(dialect, subjects=subjects is not None, cutoff=reconsent_cutoff is not None))
     params: dict[str, object] = {"purpose": purpose, "t": to_micros(at)}
@@ -100,14 +105,17 @@ def snapshot_facts(
     if subjects is not None:
         stmt = stmt.bindparams(bindparam("subjects", expanding=True))
         params["subjects"] = list(subjects)
+        names: Mapping[int, str] = subjects
         rows = _streamed(conn, stmt, params)
     elif dialect == "postgresql":
         rows = _streamed_in_parallel(conn, stmt, params)
+        names = {}
     else:
         rows = _streamed(conn, stmt, params)
-    for subject, erased, born, latest, first, choice, gpc_at, invalidated in rows:
+        names = {}
+    for ps, erased, born, latest, first, choice, gpc_at, invalidated, name in rows:
         yield SubjectFacts(
-            subject=subject,
+            subject=names.get(ps) or name or erased_label(ps),
             erased=bool(erased),
             birth_date=date.fromisoformat(born[_VALUE_AT:]) if born else None,
             region_latest=latest[_VALUE_AT:] if latest else None,

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import pyarrow as pa
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, select
 
 from consentgate.domain.decide import Decision, decide
 from consentgate.domain.errors import InputError, StorageError, UnknownPurposeError
@@ -20,13 +21,21 @@ from consentgate.domain.facts import SubjectFacts, evaluator
 from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
 from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
-from consentgate.ledger.database import DEFAULT_URL, connect, is_initialised, migrate
+from consentgate.ledger import tlog
+from consentgate.ledger.chain import Appender, Head, now_us, read_head
+from consentgate.ledger.checkpoint import Signer, Verifier
+from consentgate.ledger.database import DEFAULT_URL, WRITE, connect, is_initialised, migrate
 from consentgate.ledger.duckscan import snapshot_facts_duckdb, snapshot_table_duckdb
-from consentgate.ledger.importer import ImportResult, append_rows, import_stream
+from consentgate.ledger.importer import ImportResult, import_stream
 from consentgate.ledger.parsing import row_of
 from consentgate.ledger.rows import event_from_row
-from consentgate.ledger.schema import events, policy_versions
+from consentgate.ledger.schema import events, ledger_meta, policy_versions, subjects
+from consentgate.ledger.sealing import erased_label, pseudonym, unseal
 from consentgate.ledger.snapshot import snapshot_facts
+from consentgate.ledger.verify import VerifyReport, verify_ledger
+
+#: A signed checkpoint is taken each time the ledger grows past a multiple of this.
+CHECKPOINT_EVERY = 100_000
 
 __all__ = ["AppliedPolicy", "Ledger", "open_ledger"]
 
@@ -45,9 +54,30 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def open_ledger(url: str = DEFAULT_URL, *, create: bool = True) -> Ledger:
-    """Open (and by default initialise) the ledger at `url`."""
-    ledger = Ledger(connect(url))
+def open_ledger(
+    url: str = DEFAULT_URL,
+    *,
+    create: bool = True,
+    signing_key: str | Path | None = None,
+    checkpoint_log: str | Path | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+) -> Ledger:
+    """Open (and by default initialise) the ledger at `url`.
+
+    `signing_key`: a file holding the Ed25519 signer key of this ledger's checkpoints
+    (`tlog.create_signing_key` writes one); without it no checkpoints are signed.
+    `checkpoint_log`: the external append-only file every signed checkpoint is also
+    written to (default: beside the key, `<key>.checkpoints`).
+    """
+    signer = tlog.load_signer(Path(signing_key)) if signing_key is not None else None
+    if checkpoint_log is None and signing_key is not None:
+        checkpoint_log = Path(f"{signing_key}.checkpoints")
+    ledger = Ledger(
+        connect(url),
+        signer=signer,
+        checkpoint_every=checkpoint_every,
+        checkpoint_log=None if checkpoint_log is None else Path(checkpoint_log),
+    )
     try:
         if create:
             ledger.init()
@@ -62,9 +92,20 @@ def open_ledger(url: str = DEFAULT_URL, *, create: bool = True) -> Ledger:
 class Ledger:
     """The consent ledger on one database. Events are only ever appended."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        signer: Signer | None = None,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        checkpoint_log: Path | None = None,
+    ) -> None:
         self.engine = engine
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_log = checkpoint_log
         self._policy_cache: tuple[int, PolicyHistory, list[AppliedPolicy]] | None = None
+        self._meta_cache: dict[str, str] | None = None
 
     def close(self) -> None:
         """Close every pooled database connection."""
@@ -147,12 +188,25 @@ class Ledger:
 
     # -- appending -----------------------------------------------------------------
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction: the chain head is locked from its first statement."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
+
     def record(self, event: Mapping[str, Any]) -> Event:
         """Validate and durably append one event (a JSON object of DESIGN §5).
         Recording the same event again is a no-op; returns the event as stored."""
         valid = validate_event(event, purposes=self.known_purposes())
-        with self.engine.begin() as conn:
-            append_rows(conn, [row_of(valid, time.time_ns() // 1_000)], name="event")
+        row = row_of(valid, self.secret, now_us())
+        with self._writing() as conn:
+            appender = Appender(conn)
+            start = appender.start
+            appender.append([row], name="event")
+            head = appender.finish()
+        self._appended(start, head)
         return build_event(valid)
 
     def import_events(
@@ -183,24 +237,95 @@ class Ledger:
         size: int,
         progress: Callable[[int], None] | None,
     ) -> ImportResult:
-        with self.engine.begin() as conn:
-            return import_stream(
-                conn, stream, purposes=purposes, name=name, size_hint=size, progress=progress
+        with self._writing() as conn:
+            result, head = import_stream(
+                conn,
+                stream,
+                purposes=purposes,
+                secret=self.secret,
+                name=name,
+                size_hint=size,
+                progress=progress,
             )
+        self._appended(head.size - result.added, head)
+        return result
+
+    def _appended(self, start: int, head: Head) -> None:
+        """After a commit: a signed checkpoint each time the size passes a multiple
+        of `checkpoint_every` (when the ledger has a signing key)."""
+        every = self.checkpoint_every
+        if self.signer is not None and every and head.size // every > start // every:
+            self.checkpoint()
+
+    # -- integrity -----------------------------------------------------------------
+
+    @property
+    def secret(self) -> bytes:
+        """The ledger's pseudonym key."""
+        return bytes.fromhex(self._meta()["pseudonym_key"])
+
+    @property
+    def origin(self) -> str:
+        """The name checkpoints of this ledger carry (docs/integrity.md)."""
+        return f"consentgate ledger {self._meta()['ledger_id']}"
+
+    def _meta(self) -> dict[str, str]:
+        if self._meta_cache is None:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(ledger_meta.c.name, ledger_meta.c.value)).all()
+            self._meta_cache = {name: value for name, value in rows}
+        return self._meta_cache
+
+    def pseudonym(self, subject: str) -> int:
+        """The member's keyed pseudonym, as the chain records them."""
+        return pseudonym(self.secret, subject)
+
+    def head(self) -> Head:
+        with self.engine.connect() as conn:
+            return read_head(conn)
+
+    def checkpoint(self) -> str:
+        """Sign a checkpoint of the ledger as it is now (or return the one already
+        signed at this size), store it, and append it to the external log."""
+        if self.signer is None:
+            raise StorageError("no signing key: open the ledger with one (--signing-key)")
+        with self._writing() as conn:
+            note = tlog.checkpoint(conn, self.signer, self.origin)
+        if self.checkpoint_log is not None:
+            tlog.append_to_log(self.checkpoint_log, note)
+        return note
+
+    def verify(
+        self, *, verifier: Verifier | None = None, external: Sequence[str] = ()
+    ) -> VerifyReport:
+        """Re-compute the chain, the Merkle roots of every stored checkpoint and of
+        each `external` signed checkpoint, and the sealed personal fields."""
+        return verify_ledger(
+            self.engine, self.secret, self.origin, verifier=verifier, external=external
+        )
 
     # -- reading -------------------------------------------------------------------
 
     def history(self, subject: str) -> list[Event]:
-        """Every event of `subject`, by time then recording order."""
-        query = (
-            select(events).where(events.c.subject == subject).order_by(events.c.at_us, events.c.seq)
-        )
+        """Every event of `subject`, by time then recording order. After an erasure
+        the events remain, without their personal fields."""
+        ps = self.pseudonym(subject)
+        query = select(events).where(events.c.subject == ps).order_by(events.c.at_us, events.c.seq)
         with self.engine.connect() as conn:
-            return [event_from_row(dict(row._mapping)) for row in conn.execute(query)]
+            key = conn.execute(select(subjects.c.key).where(subjects.c.pseudonym == ps)).scalar()
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        out = []
+        for row in rows:
+            personal = {}
+            if key is not None and row["sealed"] is not None:
+                personal = orjson.loads(
+                    unseal(bytes(key), bytes(row["sealed"]), row["content_sha256"].encode())
+                )
+            out.append(event_from_row(row, subject, personal))
+        return out
 
     def count_events(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+        return self.head().size
 
     def decide(self, subject: str, *, purpose: str, at: datetime | None = None) -> Decision:
         """The online decision for `subject` (DESIGN §3 with collection time = T)."""
@@ -234,16 +359,24 @@ class Ledger:
             facts = snapshot_facts_duckdb(
                 self.engine, purpose=purpose, at=at, reconsent_cutoff=cutoff
             )
-            wanted = None if subjects is None else set(subjects)
-            yield from (f for f in facts if wanted is None or f.subject in wanted)
+            if subjects is None:
+                yield from facts
+                return
+            # Named members are answered by id, erased ones included.
+            names = {s: s for s in subjects}
+            names.update((erased_label(self.pseudonym(s)), s) for s in subjects)
+            for f in facts:
+                if f.subject in names:
+                    yield f._replace(subject=names[f.subject])
             return
+        named = None if subjects is None else {self.pseudonym(s): s for s in subjects}
         with self.engine.connect() as conn:
             yield from snapshot_facts(
                 conn,
                 purpose=purpose,
                 at=at,
                 reconsent_cutoff=cutoff,
-                subjects=subjects,
+                subjects=named,
             )
 
     def snapshot_table(self, *, purpose: str, at: datetime) -> pa.Table:

@@ -1,0 +1,384 @@
+"""The hash chain: how events are appended, and the bytes each link commits to.
+
+Every stored event at position `seq` (1, 2, 3, ...) carries `prev_hash` (the `hash`
+of `seq - 1`; 32 zero bytes for the first) and
+`hash = SHA-256(prev_hash || entry)`, where `entry` is the canonical JSON of the
+stored event (`entry_bytes`). The Merkle tree of RFC 9162 is built over the chain
+hashes (leaf `i` is `hash` of `seq = i + 1`), and its frontier is kept in
+`ledger_head` so a signed checkpoint of any size costs O(log n).
+
+One writer at a time: the head row is taken under an explicit lock (SQLite's
+`BEGIN IMMEDIATE`, PostgreSQL's `SELECT ... FOR UPDATE`) before anything is read,
+and `seq` is the primary key, so a second writer can never extend the same head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from base64 import b64encode
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from consentgate.domain.errors import EventError, InputError, StorageError
+from consentgate.ledger.merkle import RootBuilder, leaf_hash
+from consentgate.ledger.rows import COLUMNS
+from consentgate.ledger.sealing import new_key, seal
+
+__all__ = ["GENESIS", "Appender", "Head", "entry_bytes", "lock_head", "read_head"]
+
+GENESIS = bytes(32)
+Row = tuple[Any, ...]
+_KEY_CACHE = 300_000  # subject keys remembered by one writer before it starts afresh
+
+
+def entry_bytes(
+    seq: int,
+    event_id: str,
+    digest: str,
+    kind: str,
+    subject: int,
+    at_us: int,
+    purpose: str | None,
+    choice: str | None,
+    signal: str | None,
+    source: str | None,
+    notice_version: str | None,
+    sealed: bytes | None,
+    recorded_us: int,
+) -> bytes:
+    """The canonical bytes of a stored event: a JSON object with sorted keys, no
+    spaces, integers in decimal, text as JSON strings (UTF-8), `sealed` in standard
+    base64, absent fields left out (docs/integrity.md)."""
+    obj: dict[str, str | int] = {
+        "seq": seq,
+        "id": event_id,
+        "digest": digest,
+        "type": kind,
+        "subject": subject,
+        "at_us": at_us,
+        "recorded_us": recorded_us,
+    }
+    if purpose is not None:
+        obj["purpose"] = purpose
+    if choice is not None:
+        obj["choice"] = choice
+    if signal is not None:
+        obj["signal"] = signal
+    if source is not None:
+        obj["source"] = source
+    if notice_version is not None:
+        obj["notice_version"] = notice_version
+    if sealed is not None:
+        obj["sealed"] = b64encode(sealed).decode()
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def entry_of(row: Sequence[Any]) -> bytes:
+    """`entry_bytes` of a stored row in COLUMNS order."""
+    return entry_bytes(
+        row[0], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+        row[11], row[14], row[15],
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Head:
+    """The end of the chain: its size, last hash, and the Merkle frontier."""
+
+    size: int
+    hash: bytes
+    tree: RootBuilder
+
+    def root(self) -> bytes:
+        return self.tree.root()
+
+
+def read_head(conn: Connection, *, lock: bool = False) -> Head:
+    """The chain head; with `lock`, taken for writing (PostgreSQL row lock; on SQLite
+    the caller's transaction began IMMEDIATE, which already holds the write lock)."""
+    sql = "SELECT size, hash, frontier FROM ledger_head WHERE id = 1"
+    if lock and conn.dialect.name == "postgresql":
+        sql += " FOR UPDATE"
+    row = conn.exec_driver_sql(sql).one_or_none()
+    if row is None:
+        raise StorageError("the ledger has no chain head: run `consentgate init`")
+    size, last, frontier = int(row[0]), bytes(row[1]), bytes(row[2])
+    return Head(size, last, RootBuilder.restore(size, frontier))
+
+
+def check_durable(conn: Connection) -> None:
+    """Refuse to write unless a commit survives a crash (power loss on SQLite)."""
+    if conn.dialect.name == "postgresql":
+        fsync, commit = conn.exec_driver_sql(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit')"
+        ).one()
+        if fsync != "on" or commit == "off":
+            raise StorageError(
+                "refusing to write: PostgreSQL is not durable "
+                f"(fsync = {fsync}, synchronous_commit = {commit}; both must be on)"
+            )
+        return
+    sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+    journal = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
+    if journal in ("off", "memory") or sync is None or int(sync) < (2 if journal == "wal" else 1):
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        raise StorageError(
+            "refusing to write: SQLite is not durable "
+            f"(journal_mode = {journal}, synchronous = {names.get(int(sync or 0), sync)}; "
+            "expected journal_mode WAL with synchronous FULL)"
+        )
+
+
+def lock_head(conn: Connection) -> Head:
+    """Check durability and take the chain head for writing."""
+    check_durable(conn)
+    return read_head(conn, lock=True)
+
+
+def save_head(conn: Connection, head: Head) -> None:
+    conn.exec_driver_sql(
+        "UPDATE ledger_head SET size = %(s)s, hash = %(h)s, frontier = %(f)s WHERE id = 1"
+        if conn.dialect.name == "postgresql"
+        else "UPDATE ledger_head SET size = :s, hash = :h, frontier = :f WHERE id = 1",
+        {"s": head.size, "h": head.hash, "f": head.tree.state()},
+    )
+
+
+class Appender:
+    """Appends parsed events (`rows.PARSED` order) to the chain, in one transaction.
+
+    Holds the head lock from construction; `finish()` stores the new head. Ids
+    already stored, or repeated in the input, are checked for identical content and
+    skipped. Personal fields are sealed with the member's key (created on first
+    sight); an erasure destroys the key and the clear copies in the same transaction.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pg = conn.dialect.name == "postgresql"
+        self.head = lock_head(conn)
+        self.start = self.head.size
+        self._keys: dict[int, bytes | None] = {}  # pseudonym -> key (None: erased)
+        self._cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+    @property
+    def added(self) -> int:
+        return self.head.size - self.start
+
+    def append(self, parsed: Sequence[Row], linenos: Sequence[int] = (), name: str = "") -> int:
+        """Append the new events among `parsed`; return how many were added."""
+        new = self._new_rows(parsed, linenos or range(1, len(parsed) + 1), name or "<input>")
+        if not new:
+            return 0
+        keys = self._keys_for(new, linenos, name)
+        head = self.head
+        seq, prev, tree = head.size, head.hash, head.tree
+        erased: dict[int, int] = {}
+        out: list[Row] = []
+        sha256 = hashlib.sha256
+        for r in new:
+            ps = r[5]
+            key = keys[ps]
+            sealed = region = born = None
+            if key is not None:
+                if r[14] is not None:
+                    sealed = seal(key, r[14], r[2].encode())
+                region, born = r[12], r[13]
+            seq += 1
+            entry = entry_bytes(
+                seq, r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11], sealed, r[15]
+            )
+            digest = sha256(prev + entry).digest()
+            tree.append(leaf_hash(digest))
+            out.append(
+                (seq, r[0], r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11],
+                 region, born, sealed, r[15], prev, digest)
+            )  # fmt: skip
+            prev = digest
+            if r[3] == "erasure" and key is not None:
+                keys[ps] = None
+                erased[ps] = r[15]
+        self._insert(out)
+        head.size, head.hash = seq, prev
+        for ps, when in erased.items():
+            self._erase(ps, when)
+        return len(out)
+
+    def finish(self) -> Head:
+        """Store the new head (same transaction); return it."""
+        self._cur.close()
+        if self.added:
+            save_head(self.conn, self.head)
+        return self.head
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _new_rows(self, rows: Sequence[Row], linenos: Iterable[int], name: str) -> list[Row]:
+        """The rows whose id is not stored yet, each id once. A repeated id must carry
+        the content it was stored (or first given) with: an id never means two things."""
+        known = self._stored([row[0] for row in rows])
+        new: list[Row] = []
+        for lineno, row in zip(linenos, rows, strict=False):
+            seen = known.get(row[0])
+            if seen is None:
+                known[row[0]] = (row[1], row[2])
+                new.append(row)
+            elif seen != (row[1], row[2]):
+                raise _conflict(seen[0], row, lineno, name)
+        return new
+
+    def _stored(self, keys: list[int]) -> dict[int, tuple[str, str]]:
+        """id_key -> (event_id, content_sha256) of the stored events among `keys`."""
+        cur = self._cur
+        if self.pg:
+            cur.execute(
+                "SELECT id_key, event_id, content_sha256 FROM events "
+                "WHERE id_key = ANY(%b::bigint[])",
+                [keys],
+            )
+        else:
+            cur.execute(
+                "SELECT id_key, event_id, content_sha256 FROM events "
+                "WHERE id_key IN (SELECT value FROM json_each(?))",
+                [orjson.dumps(keys).decode()],
+            )
+        return {key: (event_id, digest) for key, event_id, digest in cur.fetchall()}
+
+    def _keys_for(
+        self, rows: Sequence[Row], linenos: Sequence[int], name: str
+    ) -> dict[int, bytes | None]:
+        """Each member's key (None once erased), creating keys for new members."""
+        cache = self._keys
+        if len(cache) > _KEY_CACHE:
+            cache.clear()
+        wanted = {r[5]: r[4] for r in rows if r[5] not in cache}
+        if not wanted:
+            return cache
+        cur = self._cur
+        found = list(wanted)
+        if self.pg:
+            cur.execute(
+                "SELECT pseudonym, subject, key FROM subjects WHERE pseudonym = ANY(%b::bigint[])",
+                [found],
+            )
+        else:
+            cur.execute(
+                "SELECT pseudonym, subject, key FROM subjects "
+                "WHERE pseudonym IN (SELECT value FROM json_each(?))",
+                [orjson.dumps(found).decode()],
+            )
+        for ps, subject, key in cur.fetchall():
+            if key is not None and subject != wanted[ps]:
+                raise EventError(
+                    "subject",
+                    f"a member id whose 64-bit pseudonym is not already taken by {subject!r}",
+                    wanted[ps],
+                ).located(name)
+            cache[ps] = None if key is None else bytes(key)
+            del wanted[ps]
+        fresh = [(ps, subject, new_key()) for ps, subject in wanted.items()]
+        if fresh:
+            if self.pg:
+                with cur.copy(
+                    "COPY subjects (pseudonym, subject, key) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["int8", "text", "bytea"])
+                    for item in fresh:
+                        copy.write_row(item)
+            else:
+                cur.executemany(
+                    "INSERT INTO subjects (pseudonym, subject, key) VALUES (?, ?, ?)", fresh
+                )
+            cache.update((ps, key) for ps, _, key in fresh)
+        return cache
+
+    def _insert(self, rows: list[Row]) -> None:
+        cur = self._cur
+        if self.pg:
+            with cur.copy(_COPY_EVENTS) as copy:
+                copy.set_types(_PG_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            cur.executemany(_INSERT_EVENTS, rows)
+
+    def _erase(self, ps: int, when_us: int) -> None:
+        """Destroy the member's key and id, and the clear copies of sealed fields."""
+        mark = "%s" if self.pg else "?"
+        cur = self._cur
+        cur.execute(
+            f"UPDATE subjects SET subject = NULL, key = NULL, erased_us = {mark} "
+            f"WHERE pseudonym = {mark}",
+            [when_us, ps],
+        )
+        cur.execute(
+            f"UPDATE events SET region = NULL, birth_date = NULL WHERE subject = {mark} "
+            "AND (region IS NOT NULL OR birth_date IS NOT NULL)",
+            [ps],
+        )
+
+
+def _conflict(stored_id: str, row: Row, lineno: int, name: str) -> InputError:
+    if stored_id != row[1]:
+        return EventError(
+            "event_id",
+            f"an id whose key differs from stored id {stored_id!r} (a 64-bit key "
+            "collision; give this event another event_id)",
+            row[1],
+        ).located(f"{name}:{lineno}")
+    return EventError(
+        "event_id",
+        "an id not yet used, or the same content as the stored event with that id",
+        row[1],
+    ).located(f"{name}:{lineno}")
+
+
+_BINARY = frozenset({"sealed", "prev_hash", "hash"})
+_BIGINT = frozenset({"seq", "id_key", "subject", "at_us", "recorded_us"})
+_PG_TYPES = ["int8" if c in _BIGINT else "bytea" if c in _BINARY else "text" for c in COLUMNS]
+_COPY_EVENTS = f"COPY events ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1_000
+
+
+def rechain_version_1(conn: Connection, table: str) -> None:
+    """Append the events of a version-1 `table` (clear member ids and evidence, no
+    chain) to the empty chain, in their order (migration 0002)."""
+    from consentgate.domain.events import validate_event
+    from consentgate.domain.timeutil import format_ts, from_micros
+    from consentgate.ledger.parsing import row_of
+
+    secret = bytes.fromhex(
+        conn.exec_driver_sql(
+            "SELECT value FROM ledger_meta WHERE name = 'pseudonym_key'"
+        ).scalar_one()
+    )
+    fields = ("purpose", "choice", "signal", "region", "birth_date", "source", "notice_version")
+    query = (
+        "SELECT event_id, type, subject, at_us, evidence, recorded_us, "
+        f"{', '.join(fields)} FROM {table} ORDER BY seq"
+    )
+    appender = Appender(conn)
+    batch: list[Row] = []
+    for row in conn.exec_driver_sql(query).all():
+        event_id, kind, subject, at_us, evidence, recorded_us, *values = row
+        obj: dict[str, Any] = {"type": kind, "subject": subject, "event_id": event_id}
+        obj["at"] = format_ts(from_micros(at_us))
+        obj.update((k, v) for k, v in zip(fields, values, strict=True) if v is not None)
+        obj.update(orjson.loads(evidence) if evidence else {})
+        batch.append(row_of(validate_event(obj), secret, recorded_us))
+        if len(batch) >= 10_000:
+            appender.append(batch, name=table)
+            batch = []
+    appender.append(batch, name=table)
+    appender.finish()

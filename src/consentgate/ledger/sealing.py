@@ -1,0 +1,70 @@
+"""Pseudonyms and per-subject keys: personal data that erasure can destroy.
+
+- A member appears in the hash chain only as `pseudonym(secret, subject)`: the first
+  8 bytes of HMAC-SHA256 under the ledger's pseudonym key, as a signed 64-bit integer.
+- Each member has a random 256-bit key in `subjects`. Personal fields (`PERSONAL`) of
+  an event are encrypted with it (AES-256-GCM, random 96-bit nonce, the event's
+  content digest as associated data) into `events.sealed`, and the chain hashes only
+  that ciphertext. Erasure deletes the key and the member id: the ciphertext stays,
+  the chain still verifies, the clear values are gone.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Iterable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "PERSONAL",
+    "SealError",
+    "erased_label",
+    "new_key",
+    "pseudonym",
+    "seal",
+    "unseal",
+]
+
+#: Event fields that are personal data: sealed with the member's key.
+PERSONAL = ("birth_date", "ip", "note", "region", "user_agent")
+NONCE = 12
+
+
+class SealError(ValueError):
+    """A sealed value does not open with the key given (tampered, or the wrong key)."""
+
+
+def pseudonym(secret: bytes, subject: str) -> int:
+    """The member's keyed pseudonym: HMAC-SHA256(secret, subject)[:8], signed."""
+    digest = hmac.digest(secret, subject.encode(), "sha256")
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def pseudonyms(secret: bytes, subjects: Iterable[str]) -> dict[str, int]:
+    return {s: pseudonym(secret, s) for s in subjects}
+
+
+def erased_label(pseudonym_value: int) -> str:
+    """How a member whose id was erased is named in listings: `~` and the pseudonym
+    as 16 hex digits."""
+    return f"~{pseudonym_value & 0xFFFF_FFFF_FFFF_FFFF:016x}"
+
+
+def new_key() -> bytes:
+    return os.urandom(32)
+
+
+def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """nonce || AES-256-GCM(key, nonce, plaintext, associated) (tag included)."""
+    nonce = os.urandom(NONCE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+
+
+def unseal(key: bytes, sealed: bytes, associated: bytes) -> bytes:
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE], sealed[NONCE:], associated)
+    except (InvalidTag, ValueError) as err:
+        raise SealError("the sealed fields do not open with the member's key") from err

@@ -1,0 +1,302 @@
+"""`verify`: re-compute everything the ledger claims, and name the first bad event.
+
+1. The chain: positions 1..n without gaps, each `prev_hash` the previous `hash`, each
+   `hash` the SHA-256 of `prev_hash` and the event's canonical entry, each `id_key`
+   derived from its `event_id`; the head row agrees with the last event.
+2. Checkpoints: the Merkle root at every stored checkpoint's size (and signature,
+   given the verifier key), and at every external checkpoint's size. Only an
+   external checkpoint can reveal a rewritten or truncated ledger: whoever rewrites
+   the database can also rewrite the hashes and checkpoints stored in it.
+3. Personal data: sealed fields open with the member's key and agree with their
+   clear copies; erased members have no key, no id and no clear copies left; every
+   member id maps to its own pseudonym.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine
+
+from consentgate.ledger import merkle
+from consentgate.ledger.chain import GENESIS, entry_of
+from consentgate.ledger.checkpoint import CheckpointError, Verifier, open_checkpoint
+from consentgate.ledger.rows import COLUMNS, id_key
+from consentgate.ledger.sealing import SealError, pseudonym, unseal
+from consentgate.ledger.tlog import read_log, stored_checkpoints
+
+__all__ = ["Problem", "VerifyReport", "verify_ledger"]
+
+_BATCH = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing that does not verify; `seq` is the event it concerns, if any."""
+
+    seq: int | None
+    what: str
+
+    def __str__(self) -> str:
+        return self.what if self.seq is None else f"seq {self.seq}: {self.what}"
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    events: int = 0
+    checkpoints: int = 0  # stored checkpoints whose root was re-computed
+    external: int = 0  # external checkpoints checked
+    problems: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad(self) -> Problem | None:
+        """The problem at the lowest position (problems without one come last)."""
+        with_seq = [p for p in self.problems if p.seq is not None]
+        if with_seq:
+            return min(with_seq, key=lambda p: p.seq or 0)
+        return self.problems[0] if self.problems else None
+
+
+def verify_ledger(
+    engine: Engine,
+    secret: bytes,
+    origin: str,
+    *,
+    verifier: Verifier | None = None,
+    external: Sequence[str] = (),
+) -> VerifyReport:
+    """Check the ledger behind `engine`; `external` are signed checkpoint notes (or
+    logs of them) kept outside the database, checked with `verifier`."""
+    started = time.perf_counter()
+    report = VerifyReport()
+    wanted: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
+    with engine.connect() as conn:
+        for size, root, note in stored_checkpoints(conn):
+            if verifier is not None:
+                try:
+                    signed = open_checkpoint(note, verifier)
+                except CheckpointError as err:
+                    report.problems.append(Problem(None, f"checkpoint {size}: {err}"))
+                    continue
+                if (signed.size, signed.root) != (size, root):
+                    report.problems.append(
+                        Problem(None, f"checkpoint {size}: its note signs another size or root")
+                    )
+            wanted[size].append((f"stored checkpoint at size {size}", root))
+        for text in external:
+            _external(text, verifier, origin, wanted, report)
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        cur = driver.cursor()
+        try:
+            cur.execute(f"SELECT {', '.join(COLUMNS)} FROM events ORDER BY seq")
+            tree, last = _chain(cur, wanted, report)
+            head = conn.exec_driver_sql("SELECT size, hash, frontier FROM ledger_head").all()
+            _head(head, tree, last, report)
+            _personal(cur, report)
+            _subjects(cur, secret, report)
+        finally:
+            cur.close()
+    broke = any(p.seq is not None for p in report.problems)
+    for size, claims in sorted(wanted.items()):
+        for label, _ in claims:
+            if size > tree.size and not broke:
+                report.problems.append(
+                    Problem(
+                        None,
+                        f"{label}: the ledger holds only {tree.size} events "
+                        "(events were removed from its end, or it was rewritten)",
+                    )
+                )
+    report.events = tree.size
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _external(
+    text: str,
+    verifier: Verifier | None,
+    origin: str,
+    wanted: dict[int, list[tuple[str, bytes]]],
+    report: VerifyReport,
+) -> None:
+    if verifier is None:
+        report.problems.append(Problem(None, "external checkpoints need the verifier key"))
+        return
+    for note in read_log(text):
+        try:
+            cp = open_checkpoint(note, verifier)
+        except CheckpointError as err:
+            report.problems.append(Problem(None, f"external checkpoint: {err}"))
+            continue
+        if cp.origin != origin:
+            report.problems.append(
+                Problem(None, f"external checkpoint of another log: {cp.origin!r}, not {origin!r}")
+            )
+            continue
+        report.external += 1
+        wanted[cp.size].append((f"external checkpoint at size {cp.size}", cp.root))
+
+
+def _chain(
+    cur: object, wanted: dict[int, list[tuple[str, bytes]]], report: VerifyReport
+) -> tuple[merkle.RootBuilder, bytes]:
+    """Walk the events in order; stop at the first break of the chain."""
+    tree = merkle.RootBuilder()
+    prev = GENESIS
+    expected = 1
+    sha256 = hashlib.sha256
+    leaf = merkle.leaf_hash
+    append = tree.append
+    fetch = cur.fetchmany  # type: ignore[attr-defined]
+    while rows := fetch(_BATCH):
+        for row in rows:
+            seq = row[0]
+            if seq != expected:
+                what = (
+                    f"missing (the next stored event is seq {seq})"
+                    if seq > expected
+                    else f"out of order (seq {seq} follows seq {expected - 1})"
+                )
+                report.problems.append(Problem(expected if seq > expected else seq, what))
+                return tree, prev
+            stored_prev, stored_hash = bytes(row[16]), bytes(row[17])
+            if stored_prev != prev:
+                report.problems.append(
+                    Problem(
+                        seq,
+                        f"prev_hash is not the hash of seq {seq - 1} "
+                        f"(one of the two events was altered): {stored_prev.hex()[:16]}... "
+                        f"!= {prev.hex()[:16]}...",
+                    )
+                )
+                return tree, prev
+            computed = sha256(prev + entry_of(row)).digest()
+            if computed != stored_hash:
+                report.problems.append(
+                    Problem(
+                        seq,
+                        "the stored content does not hash to the stored hash (an edited "
+                        f"field or hash): stored {stored_hash.hex()[:16]}..., "
+                        f"content hashes to {computed.hex()[:16]}...",
+                    )
+                )
+                return tree, prev
+            if row[1] != id_key(row[2]):
+                report.problems.append(
+                    Problem(seq, f"id_key {row[1]} is not the key of event_id {row[2]!r}")
+                )
+                return tree, prev
+            append(leaf(stored_hash))
+            prev = stored_hash
+            expected += 1
+            if seq in wanted:
+                root = tree.root()
+                for label, claimed in wanted[seq]:
+                    if claimed != root:
+                        report.problems.append(
+                            Problem(
+                                seq,
+                                f"{label}: the Merkle root of the first {seq} events differs "
+                                "from the checkpoint's (the ledger was rewritten)",
+                            )
+                        )
+                    elif label.startswith("stored"):
+                        report.checkpoints += 1
+    if 0 in wanted:
+        for label, claimed in wanted[0]:
+            if claimed != merkle.EMPTY_ROOT:
+                report.problems.append(Problem(None, f"{label}: wrong root of the empty log"))
+    return tree, prev
+
+
+def _head(
+    head: Sequence[Any],
+    tree: merkle.RootBuilder,
+    last: bytes,
+    report: VerifyReport,
+) -> None:
+    if report.problems and any(p.seq is not None for p in report.problems):
+        return  # the chain broke; the head cannot match what was walked
+    if len(head) != 1:
+        report.problems.append(Problem(None, f"ledger_head: {len(head)} rows, expected 1"))
+        return
+    size, hashed, frontier = head[0]
+    if size != tree.size or bytes(hashed) != last:
+        report.problems.append(
+            Problem(
+                None,
+                f"ledger_head: says {size} events ending in {bytes(hashed).hex()[:16]}..., "
+                f"the chain has {tree.size} ending in {last.hex()[:16]}... "
+                "(events were removed from its end, or added behind the writer's back)",
+            )
+        )
+    elif bytes(frontier) != tree.state():
+        report.problems.append(Problem(None, "ledger_head: the Merkle frontier differs"))
+
+
+def _personal(cur: object, report: VerifyReport) -> None:
+    """Sealed fields open and agree with their clear copies; erased members keep none."""
+    cur.execute(  # type: ignore[attr-defined]
+        "SELECT e.seq, e.content_sha256, e.region, e.birth_date, e.sealed, s.pseudonym, s.key "
+        "FROM events e LEFT JOIN subjects s ON s.pseudonym = e.subject "
+        "WHERE e.sealed IS NOT NULL OR e.region IS NOT NULL OR e.birth_date IS NOT NULL "
+        "ORDER BY e.seq"
+    )
+    while rows := cur.fetchmany(_BATCH):  # type: ignore[attr-defined]
+        for seq, digest, region, born, sealed, member, key in rows:
+            if member is None:
+                report.problems.append(Problem(seq, "the member's key row is missing"))
+                continue
+            if key is None:
+                if region is not None or born is not None:
+                    report.problems.append(
+                        Problem(seq, "personal data of an erased member remains in clear")
+                    )
+                continue
+            opened: dict[str, str] = {}
+            if sealed is not None:
+                try:
+                    opened = orjson.loads(unseal(bytes(key), bytes(sealed), digest.encode()))
+                except SealError as err:
+                    report.problems.append(Problem(seq, str(err)))
+                    continue
+            if (opened.get("region"), opened.get("birth_date")) != (region, born):
+                report.problems.append(
+                    Problem(seq, "the clear region or birth_date differs from the sealed one")
+                )
+
+
+def _subjects(cur: object, secret: bytes, report: VerifyReport) -> None:
+    cur.execute(  # type: ignore[attr-defined]
+        "SELECT pseudonym, subject, key FROM subjects WHERE subject IS NOT NULL OR key IS NOT NULL"
+    )
+    while rows := cur.fetchmany(_BATCH):  # type: ignore[attr-defined]
+        for ps, subject, key in rows:
+            if subject is None or key is None:
+                report.problems.append(
+                    Problem(None, f"subjects: pseudonym {ps} is half erased (id or key left)")
+                )
+            elif pseudonym(secret, subject) != ps:
+                report.problems.append(
+                    Problem(None, f"subjects: pseudonym {ps} is not the pseudonym of {subject!r}")
+                )
+    cur.execute(  # type: ignore[attr-defined]
+        "SELECT DISTINCT e.subject FROM events e JOIN subjects s ON s.pseudonym = e.subject "
+        "WHERE e.type = 'erasure' AND (s.key IS NOT NULL OR s.subject IS NOT NULL)"
+    )
+    for (ps,) in cur.fetchall():  # type: ignore[attr-defined]
+        report.problems.append(
+            Problem(None, f"subjects: member {ps} has an erasure event but keeps a key or id")
+        )
