@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import DBAPIError
 
 from consentgate.domain.decide import Decision, decide
 from consentgate.domain.errors import InputError, StorageError, UnknownPurposeError
@@ -303,6 +304,28 @@ class Ledger:
         return verify_ledger(
             self.engine, self.secret, self.origin, verifier=verifier, external=external
         )
+
+    def vacuum(self) -> None:
+        """Rewrite the database files so that no page keeps a copy of erased keys
+        or ids (SQLite: checkpoint the WAL into the file, VACUUM, empty the WAL;
+        PostgreSQL: VACUUM FULL of the tables that held them, then a checkpoint
+        when the role may ask for one). Run after erasures; see docs/integrity.md."""
+        if self.engine.dialect.name == "sqlite":
+            raw = self.engine.raw_connection()  # the driver is in autocommit mode
+            try:
+                for sql in ("PRAGMA wal_checkpoint(TRUNCATE)", "VACUUM"):
+                    raw.cursor().execute(sql)
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("VACUUM FULL subjects")
+            conn.exec_driver_sql("VACUUM FULL events")
+            # CHECKPOINT needs pg_checkpoint or superuser; the files are rewritten anyway.
+            with suppress(DBAPIError):
+                conn.exec_driver_sql("CHECKPOINT")
 
     # -- reading -------------------------------------------------------------------
 
