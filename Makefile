@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## build a synthetic platform, import it, show decisions
-	$(BIN)/consentgate --db sqlite:///demo/consentgate.db demo --workdir demo
+	$(BIN)/consentgate demo --workdir demo
 
 test: $(STAMP) lint typecheck  ## lint, type-check and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

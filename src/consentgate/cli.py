@@ -21,7 +21,8 @@ from rich.table import Table
 from consentgate.domain.errors import ConsentGateError, InputError, PolicyError
 from consentgate.domain.events import event_to_json
 from consentgate.domain.timeutil import format_ts, parse_ts
-from consentgate.ledger import DEFAULT_URL, Ledger, open_ledger
+from consentgate.ledger import DEFAULT_URL, Ledger, open_ledger, tlog
+from consentgate.ledger.checkpoint import Verifier
 
 app = typer.Typer(
     name="consentgate",
@@ -45,6 +46,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 class State:
     db: str = DEFAULT_URL
+    signing_key: Path | None = None
+    checkpoint_log: Path | None = None
 
 
 @app.callback()
@@ -53,8 +56,24 @@ def _main(
         str,
         typer.Option(envvar="CONSENTGATE_DB", help="Ledger database URL (SQLite or PostgreSQL)."),
     ] = DEFAULT_URL,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CONSENTGATE_SIGNING_KEY",
+            help="Ed25519 signer key file of the ledger's checkpoints (`init` creates it).",
+        ),
+    ] = None,
+    checkpoint_log: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CONSENTGATE_CHECKPOINT_LOG",
+            help="External append-only file of signed checkpoints [default: KEY.checkpoints].",
+        ),
+    ] = None,
 ) -> None:
     State.db = db
+    State.signing_key = signing_key
+    State.checkpoint_log = checkpoint_log
 
 
 def fail(message: str) -> NoReturn:
@@ -74,7 +93,12 @@ def errors_as_exit() -> Iterator[None]:
 
 
 def ledger(*, create: bool = False) -> Ledger:
-    return open_ledger(State.db, create=create)
+    key = State.signing_key
+    if key is not None and not key.exists():
+        raise InputError("--signing-key", "an existing key file (`init` creates one)", str(key))
+    return open_ledger(
+        State.db, create=create, signing_key=key, checkpoint_log=State.checkpoint_log
+    )
 
 
 def parse_at(value: str | None, field: str) -> datetime:
@@ -89,11 +113,23 @@ def emit_json(obj: Any) -> None:
 
 @app.command()
 def init() -> None:
-    """Create (or upgrade) the ledger and apply the default policy if it has none."""
+    """Create (or upgrade) the ledger and apply the default policy if it has none.
+    With --signing-key FILE that does not exist yet, also create the signing key."""
     with errors_as_exit():
+        key = State.signing_key
+        created = key is not None and not key.exists()
+        if key is not None and created:
+            tlog.create_signing_key(key)
         led = ledger(create=True)
         current = led.policy_at()
     out.print(f"ledger ready at [bold]{State.db}[/] · policy in force: {current.version}")
+    if key is not None:
+        verb = "created" if created else "using"
+        out.print(
+            f"{verb} signing key {key} · publish the verifier key {key}.pub: "
+            f"{Path(f'{key}.pub').read_text().strip() if Path(f'{key}.pub').exists() else '?'}",
+            highlight=False,
+        )
 
 
 @policy_app.command("apply")
@@ -250,6 +286,145 @@ def history(
         )
         table.add_row(body["at"], ev.type, details, ev.event_id[:12])
     out.print(table)
+
+
+@app.command()
+def checkpoint(as_json: JsonOpt = False) -> None:
+    """Sign a checkpoint of the ledger now; store it and append it to the external log."""
+    with errors_as_exit():
+        led = ledger()
+        note = led.checkpoint()
+        log = led.checkpoint_log
+    if as_json:
+        emit_json({"note": note, "log": None if log is None else str(log)})
+        return
+    sys.stdout.write(note)
+    if log is not None:
+        err.print(f"appended to {log}")
+
+
+KeyOpt = Annotated[
+    str | None,
+    typer.Option("--key", help="Verifier key (text or file) [default: SIGNING_KEY.pub]."),
+]
+
+
+def _verifier(key: str | None) -> Verifier | None:
+    if key is None and State.signing_key is not None:
+        pub = Path(f"{State.signing_key}.pub")
+        key = str(pub) if pub.exists() else None
+    return None if key is None else tlog.load_verifier(key)
+
+
+@app.command()
+def verify(
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            help="External signed checkpoint (or log of them) to check against; repeatable.",
+        ),
+    ] = None,
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-compute the hash chain, every checkpoint and the sealed personal data; name
+    the first bad event. Exit 1 when anything does not verify."""
+    with errors_as_exit():
+        texts = []
+        for path in checkpoint or []:
+            try:
+                texts.append(path.read_text("utf-8"))
+            except OSError as exc:
+                raise InputError("--checkpoint", "a readable checkpoint file", str(path)) from exc
+        verifier = _verifier(key)
+        if texts and verifier is None:
+            raise InputError("--key", "the verifier key, to check external checkpoints", None)
+        report = ledger().verify(verifier=verifier, external=texts)
+    first = report.first_bad
+    summary = {
+        "ok": report.ok,
+        "events": report.events,
+        "checkpoints": report.checkpoints,
+        "external_checkpoints": report.external,
+        "signatures_checked": verifier is not None,
+        "first_bad": None if first is None else {"seq": first.seq, "problem": first.what},
+        "problems": [str(p) for p in report.problems],
+        "seconds": round(report.seconds, 3),
+    }
+    if as_json:
+        emit_json(summary)
+    elif report.ok:
+        out.print(
+            f"[green]verified[/]: {report.events:,} events, {report.checkpoints} stored and "
+            f"{report.external} external checkpoints ({report.seconds:.1f} s)"
+            + ("" if verifier else " · signatures not checked: no --key")
+        )
+    else:
+        err.print(f"[bold red]NOT VERIFIED[/]: first bad: {first}", highlight=False)
+        for problem in report.problems[1:10]:
+            err.print(f"  also: {problem}", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def prove(
+    seqs: Annotated[list[int] | None, typer.Argument(help="Event positions (seq).")] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="Prove every event of this member instead.")
+    ] = None,
+    consistency: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="Prove that checkpoint OLD is a prefix of checkpoint NEW."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Signed checkpoint to prove against [default: latest].")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="Write the bundle here.")] = None,
+) -> None:
+    """Export an inclusion or consistency proof bundle (JSON) for offline checking."""
+    with errors_as_exit():
+        led = ledger()
+        if consistency is not None:
+            old, new = (p.read_text("utf-8") for p in consistency)
+            bundle = tlog.consistency_bundle(led.engine, old, new)
+        else:
+            note = checkpoint.read_text("utf-8") if checkpoint else led.latest_checkpoint()
+            if note is None:
+                raise InputError("--checkpoint", "a signed checkpoint (see `checkpoint`)", None)
+            wanted = list(seqs or []) + (led.positions(subject) if subject else [])
+            if not wanted:
+                raise InputError("SEQ", "event positions or --subject", None)
+            bundle = tlog.inclusion_bundle(led.engine, wanted, note)
+    text = json.dumps(bundle, indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, "utf-8")
+        err.print(f"wrote {output}")
+
+
+@app.command("verify-proof")
+def verify_proof(
+    bundle: Annotated[Path, typer.Argument(help="Proof bundle (JSON) from `prove`.")],
+    key: KeyOpt = None,
+) -> None:
+    """Check a proof bundle offline against the verifier key. Exit 1 when it fails."""
+    with errors_as_exit():
+        verifier = _verifier(key)
+        if verifier is None:
+            raise InputError("--key", "the verifier key of the ledger", None)
+        try:
+            data = json.loads(bundle.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError("BUNDLE", "a readable JSON proof bundle", str(bundle)) from exc
+        try:
+            claim = tlog.verify_bundle(data, verifier)
+        except tlog.ProofError as exc:
+            err.print(f"[bold red]PROOF FAILS[/]: {exc}", highlight=False)
+            raise typer.Exit(1) from None
+    out.print(f"[green]proof holds[/]: {claim}", highlight=False)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from consentgate.domain.facts import evaluator
 from consentgate.domain.policy_file import default_policy_text
 from consentgate.domain.regions import EEA
 from consentgate.ledger import Ledger, open_ledger
+from consentgate.ledger.tlog import create_signing_key, load_verifier
 from consentgate.synthetic import NOTICE_DISCLOSURE, NOTICE_RECONSENT, write_events_jsonl
 
 __all__ = ["DEMO_DATES", "demo_policy_text", "region_group", "run_demo"]
@@ -101,8 +102,10 @@ def run_demo(*, workdir: Path, members: int, seed: int, console: Console) -> Non
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     db_path = workdir / "consentgate.db"
-    for stale in (db_path, db_path.with_name(db_path.name + "-wal")):
+    key_path = workdir / "signing.key"
+    for stale in (db_path, Path(f"{db_path}-wal"), key_path, Path(f"{key_path}.pub")):
         stale.unlink(missing_ok=True)
+    Path(f"{key_path}.checkpoints").unlink(missing_ok=True)
     events_path = workdir / "events.jsonl"
     policy_path = workdir / "policy.toml"
     count = write_events_jsonl(events_path, members, seed=seed)
@@ -112,7 +115,8 @@ def run_demo(*, workdir: Path, members: int, seed: int, console: Console) -> Non
     )
 
     url = f"sqlite:///{db_path}"
-    ledger = open_ledger(url)
+    create_signing_key(key_path)
+    ledger = open_ledger(url, signing_key=key_path)
     applied = ledger.apply_policy(policy_path.read_text("utf-8"))
     console.print(
         f"[bold]2.[/] applied {policy_path} (policy {applied.policy.version}; notices "
@@ -121,13 +125,24 @@ def run_demo(*, workdir: Path, members: int, seed: int, console: Console) -> Non
     )
     result = ledger.import_events(events_path)
     console.print(f"[bold]3.[/] imported {result.added:,} events into {url}")
+    note = ledger.checkpoint()
+    report = ledger.verify(verifier=load_verifier(f"{key_path}.pub"), external=[note])
+    status = "verified" if report.ok else f"NOT VERIFIED ({report.first_bad})"
+    console.print(
+        f"[bold]4.[/] signed checkpoint at size {report.events:,} "
+        f"({ledger.checkpoint_log}); hash chain and checkpoints {status} "
+        f"in {report.seconds:.1f} s"
+    )
     for at in DEMO_DATES:
         console.print()
         console.print(_table(decision_counts(ledger, at), at))
     console.print()
     console.print(f"done in {time.perf_counter() - started:.1f} s. Try next:")
-    db = f"--db {url}"
+    db = f"--db {url} --signing-key {key_path}"
     for cmd in (
+        f"consentgate {db} verify --checkpoint {key_path}.checkpoints",
+        f"consentgate {db} prove --subject m000001 --out {workdir}/proof.json",
+        f"consentgate {db} verify-proof {workdir}/proof.json",
         f"consentgate {db} decide m000001 --purpose ai_training --at 2025-10-01T00:00:00Z",
         f"consentgate {db} history m000001",
         f"consentgate {db} policy show",

@@ -296,6 +296,18 @@ class Ledger:
             tlog.append_to_log(self.checkpoint_log, note)
         return note
 
+    def latest_checkpoint(self) -> str | None:
+        """The signed note of the largest stored checkpoint, if any."""
+        with self.engine.connect() as conn:
+            found = tlog.stored_checkpoints(conn)
+        return found[-1][2] if found else None
+
+    def positions(self, subject: str) -> list[int]:
+        """The chain positions (seq) of every event of `subject`."""
+        query = select(events.c.seq).where(events.c.subject == self.pseudonym(subject))
+        with self.engine.connect() as conn:
+            return [int(seq) for seq in conn.execute(query.order_by(events.c.seq)).scalars()]
+
     def verify(
         self, *, verifier: Verifier | None = None, external: Sequence[str] = ()
     ) -> VerifyReport:
