@@ -289,7 +289,8 @@ def pg_unreachable(url: str) -> str | None:
 def bench_postgres(results: Results, url: str, events: Path, rows: list[Row]) -> None:
     """Ledger import and queries on an emptied PostgreSQL database, then a bare COPY."""
     with psycopg.connect(_conninfo(url), autocommit=True) as con:
-        con.execute("DROP TABLE IF EXISTS events_floor, events, policy_versions, alembic_version")
+        con.execute("DROP SCHEMA public CASCADE")  # every ledger table, whatever the version
+        con.execute("CREATE SCHEMA public")
     ledger = consentgate.open(url)
     ledger.apply_policy(bench_policy())
     measure_import(results, "postgres", ledger, events)

@@ -38,6 +38,7 @@ _KEY_CACHE = 300_000  # subject keys remembered by one writer before it starts a
 
 def entry_bytes(
     seq: int,
+    key: int,
     event_id: str,
     digest: str,
     kind: str,
@@ -57,6 +58,7 @@ def entry_bytes(
     obj: dict[str, str | int] = {
         "seq": seq,
         "id": event_id,
+        "id_key": key,
         "digest": digest,
         "type": kind,
         "subject": subject,
@@ -81,8 +83,8 @@ def entry_bytes(
 def entry_of(row: Sequence[Any]) -> bytes:
     """`entry_bytes` of a stored row in COLUMNS order."""
     return entry_bytes(
-        row[0], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
-        row[11], row[14], row[15],
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+        row[10], row[11], row[14], row[15],
     )  # fmt: skip
 
 
@@ -158,7 +160,10 @@ class Appender:
     sight); an erasure destroys the key and the clear copies in the same transaction.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, hashing: bool = True) -> None:
+        # hashing=False stores zero hashes and no Merkle frontier: only for measuring
+        # what the chain costs (bench/integrity.py); such a ledger never verifies.
+        self.hashing = hashing
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
         self.head = lock_head(conn)
@@ -181,6 +186,7 @@ class Appender:
         erased: dict[int, int] = {}
         out: list[Row] = []
         sha256 = hashlib.sha256
+        hashing = self.hashing
         for r in new:
             ps = r[5]
             key = keys[ps]
@@ -190,11 +196,15 @@ class Appender:
                     sealed = seal(key, r[14], r[2].encode())
                 region, born = r[12], r[13]
             seq += 1
-            entry = entry_bytes(
-                seq, r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11], sealed, r[15]
-            )
-            digest = sha256(prev + entry).digest()
-            tree.append(leaf_hash(digest))
+            if hashing:
+                entry = entry_bytes(
+                    seq, r[0], r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11], sealed,
+                    r[15],
+                )  # fmt: skip
+                digest = sha256(prev + entry).digest()
+                tree.append(leaf_hash(digest))
+            else:
+                digest = GENESIS
             out.append(
                 (seq, r[0], r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11],
                  region, born, sealed, r[15], prev, digest)

@@ -118,11 +118,12 @@ def import_stream(
     name: str,
     size_hint: int = 0,
     progress: Callable[[int], None] | None = None,
+    hashing: bool = True,
 ) -> tuple[ImportResult, Head]:
     """Validate and append every line of a JSON Lines stream in the caller's (write)
     transaction; return what was done and the new chain head."""
     read = done = 0
-    appender = Appender(conn)
+    appender = Appender(conn, hashing=hashing)
     parsed = _parsed(stream, purposes, secret, parallel=size_hint > PARALLEL_FROM)
     for result, size in parsed:
         if isinstance(result, LineError):
