@@ -29,11 +29,45 @@ from consentgate.ledger.merkle import RootBuilder, leaf_hash
 from consentgate.ledger.rows import COLUMNS
 from consentgate.ledger.sealing import new_key, seal
 
-__all__ = ["GENESIS", "Appender", "Head", "entry_bytes", "lock_head", "read_head"]
+__all__ = [
+    "ENTRY_COLUMNS",
+    "ENTRY_KEYS",
+    "GENESIS",
+    "Appender",
+    "Head",
+    "encode_entry",
+    "entry_bytes",
+    "entry_of",
+    "lock_head",
+    "read_head",
+]
 
 GENESIS = bytes(32)
 Row = tuple[Any, ...]
 _KEY_CACHE = 300_000  # subject keys remembered by one writer before it starts afresh
+
+
+#: The keys of an entry, in code-point order, and the `events` columns they come from.
+ENTRY_KEYS = (
+    "at_us", "choice", "digest", "id", "id_key", "notice_version", "purpose",
+    "recorded_us", "sealed", "seq", "signal", "source", "subject", "type",
+)  # fmt: skip
+ENTRY_COLUMNS = (
+    "at_us", "choice", "content_sha256", "event_id", "id_key", "notice_version", "purpose",
+    "recorded_us", "sealed", "seq", "signal", "source", "subject", "type",
+)  # fmt: skip
+
+
+def encode_entry(values: Sequence[Any]) -> bytes:
+    """The canonical bytes of a stored event from its ENTRY_COLUMNS values (further
+    values are ignored): a JSON object with every key of ENTRY_KEYS in that (sorted)
+    order, no spaces, integers in decimal, text as JSON strings in UTF-8, `sealed` in
+    standard base64, absent values as null (docs/integrity.md)."""
+    obj = dict(zip(ENTRY_KEYS, values, strict=False))
+    sealed = obj["sealed"]
+    if sealed is not None:
+        obj["sealed"] = b64encode(sealed).decode()
+    return orjson.dumps(obj)
 
 
 def entry_bytes(
@@ -52,32 +86,11 @@ def entry_bytes(
     sealed: bytes | None,
     recorded_us: int,
 ) -> bytes:
-    """The canonical bytes of a stored event: a JSON object with sorted keys, no
-    spaces, integers in decimal, text as JSON strings (UTF-8), `sealed` in standard
-    base64, absent fields left out (docs/integrity.md)."""
-    obj: dict[str, str | int] = {
-        "seq": seq,
-        "id": event_id,
-        "id_key": key,
-        "digest": digest,
-        "type": kind,
-        "subject": subject,
-        "at_us": at_us,
-        "recorded_us": recorded_us,
-    }
-    if purpose is not None:
-        obj["purpose"] = purpose
-    if choice is not None:
-        obj["choice"] = choice
-    if signal is not None:
-        obj["signal"] = signal
-    if source is not None:
-        obj["source"] = source
-    if notice_version is not None:
-        obj["notice_version"] = notice_version
-    if sealed is not None:
-        obj["sealed"] = b64encode(sealed).decode()
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    """`encode_entry` of an event's stored values, by name."""
+    return encode_entry(
+        (at_us, choice, digest, event_id, key, notice_version, purpose, recorded_us, sealed,
+         seq, signal, source, subject, kind)
+    )  # fmt: skip
 
 
 def entry_of(row: Sequence[Any]) -> bytes:
@@ -375,20 +388,26 @@ def rechain_version_1(conn: Connection, table: str) -> None:
     )
     fields = ("purpose", "choice", "signal", "region", "birth_date", "source", "notice_version")
     query = (
-        "SELECT event_id, type, subject, at_us, evidence, recorded_us, "
+        "SELECT seq, event_id, type, subject, at_us, evidence, recorded_us, "
         f"{', '.join(fields)} FROM {table} ORDER BY seq"
     )
     appender = Appender(conn)
     batch: list[Row] = []
+    seqs: list[int] = []  # errors name the version-1 row as `table:seq`
     for row in conn.exec_driver_sql(query).all():
-        event_id, kind, subject, at_us, evidence, recorded_us, *values = row
+        seq, event_id, kind, subject, at_us, evidence, recorded_us, *values = row
         obj: dict[str, Any] = {"type": kind, "subject": subject, "event_id": event_id}
         obj["at"] = format_ts(from_micros(at_us))
         obj.update((k, v) for k, v in zip(fields, values, strict=True) if v is not None)
         obj.update(orjson.loads(evidence) if evidence else {})
-        batch.append(row_of(validate_event(obj), secret, recorded_us))
+        try:
+            valid = validate_event(obj)
+        except InputError as err:
+            raise err.located(f"{table}:{seq}") from None
+        batch.append(row_of(valid, secret, recorded_us))
+        seqs.append(seq)
         if len(batch) >= 10_000:
-            appender.append(batch, name=table)
-            batch = []
-    appender.append(batch, name=table)
+            appender.append(batch, seqs, name=table)
+            batch, seqs = [], []
+    appender.append(batch, seqs, name=table)
     appender.finish()
