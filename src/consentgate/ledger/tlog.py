@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 
 from consentgate.domain.errors import InputError, StorageError
 from consentgate.ledger import merkle
-from consentgate.ledger.chain import entry_of, now_us, read_head
+from consentgate.ledger.chain import entry_of, lock_head, now_us
 from consentgate.ledger.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -100,8 +100,9 @@ def load_verifier(source: str | Path) -> Verifier:
 
 def checkpoint(conn: Connection, signer: Signer, origin: str) -> str:
     """Sign and store a checkpoint of the chain head (in the caller's write
-    transaction); an existing checkpoint of the same size is returned instead."""
-    head = read_head(conn, lock=True)
+    transaction); an existing checkpoint of the same size is returned instead. Refused,
+    as appending is, unless the database is durable (`chain.check_durable`)."""
+    head = lock_head(conn)
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
