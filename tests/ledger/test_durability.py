@@ -99,14 +99,14 @@ REFUSED = [
         "sqlite",
         {"synchronous": "OFF"},
         r"refusing to write: SQLite is not durable \(journal_mode = wal, synchronous = OFF; "
-        r"expected journal_mode WAL with synchronous FULL\)",
+        r"expected synchronous FULL or EXTRA, and a journal on disk, as consentgate sets\)",
         id="sqlite-synchronous-off",
     ),
     pytest.param(
         "sqlite",
         {"synchronous": "NORMAL"},
         r"SQLite is not durable \(journal_mode = wal, synchronous = NORMAL; "
-        r"expected journal_mode WAL with synchronous FULL\)",
+        r"expected synchronous FULL or EXTRA, and a journal on disk, as consentgate sets\)",
         id="sqlite-synchronous-normal",
     ),
     pytest.param(
@@ -177,12 +177,6 @@ def test_writes_are_refused_unless_durable(
     assert ledger.verify().ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Ledger.apply_policy stores a policy version without the durability check "
-    "(store.py: it writes outside the chain writer); policies decide every answer.",
-)
 def test_a_policy_is_not_applied_unless_durable(
     open_ledger: OpenLedger, tmp_path: Path, key: Path
 ) -> None:

@@ -140,12 +140,12 @@ def check_durable(conn: Connection) -> None:
         return
     sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
     journal = str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
-    if journal in ("off", "memory") or sync is None or int(sync) < (2 if journal == "wal" else 1):
+    if journal in ("off", "memory") or sync is None or int(sync) < 2:
         names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
         raise StorageError(
             "refusing to write: SQLite is not durable "
             f"(journal_mode = {journal}, synchronous = {names.get(int(sync or 0), sync)}; "
-            "expected journal_mode WAL with synchronous FULL)"
+            "expected synchronous FULL or EXTRA, and a journal on disk, as consentgate sets)"
         )
 
 

@@ -23,7 +23,7 @@ from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
 from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
 from consentgate.ledger import tlog
-from consentgate.ledger.chain import Appender, Head, now_us, read_head
+from consentgate.ledger.chain import Appender, Head, check_durable, now_us, read_head
 from consentgate.ledger.checkpoint import Signer, Verifier
 from consentgate.ledger.database import DEFAULT_URL, WRITE, connect, is_initialised, migrate
 from consentgate.ledger.duckscan import snapshot_facts_duckdb, snapshot_table_duckdb
@@ -137,7 +137,8 @@ class Ledger:
         policy = parse_policy(toml_text)
         applied = now or _now()
         effective = effective or policy.effective or applied
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
+            check_durable(conn)
             new_id = conn.execute(
                 insert(policy_versions).values(
                     version=policy.version,
@@ -335,6 +336,7 @@ class Ledger:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.exec_driver_sql("VACUUM FULL subjects")
             conn.exec_driver_sql("VACUUM FULL events")
+            conn.exec_driver_sql("ANALYZE subjects")  # no member ids in pg_statistic
             # CHECKPOINT needs pg_checkpoint or superuser; the files are rewritten anyway.
             with suppress(DBAPIError):
                 conn.exec_driver_sql("CHECKPOINT")
