@@ -231,13 +231,15 @@ def verify_bundle(bundle: Any, verifier: Verifier) -> str:
                 )
             return f"{old.origin}: size {old.size} is a prefix of size {new.size}"
         cp = open_checkpoint(bundle["checkpoint"], verifier)
+        if not bundle["events"]:
+            raise ProofError("the bundle proves no event (its event list is empty)")
         for item in bundle["events"]:
             _verify_inclusion(item, cp)
         seqs = ", ".join(str(item["seq"]) for item in bundle["events"])
         return f"{cp.origin}: events {seqs} are in the log of size {cp.size}"
     except CheckpointError as err:
         raise ProofError(f"checkpoint: {err}") from None
-    except (KeyError, TypeError, ValueError) as err:
+    except (AttributeError, KeyError, TypeError, ValueError) as err:  # a malformed bundle
         if isinstance(err, ProofError):
             raise
         raise ProofError(f"malformed proof bundle: {err!r}") from None

@@ -108,10 +108,10 @@ def verify_ledger(
         try:
             keys = _subjects(cur, secret, report)
             cur.execute(f"SELECT {', '.join(_WALKED)} FROM events ORDER BY seq")
-            tree, last, erased = _walk(cur, wanted, keys, report)
+            tree, last, erased, rowless = _walk(cur, wanted, keys, report)
             head = conn.exec_driver_sql("SELECT size, hash, frontier FROM ledger_head").all()
             _head(head, tree, last, report)
-            _erased(erased, keys, report)
+            _erased(erased, rowless, keys, report)
         finally:
             cur.close()
     broke = any(p.seq is not None for p in report.problems)
@@ -185,13 +185,16 @@ def _walk(
     wanted: dict[int, list[tuple[str, bytes]]],
     keys: dict[int, Any],
     report: VerifyReport,
-) -> tuple[merkle.RootBuilder, bytes, set[int]]:
+) -> tuple[merkle.RootBuilder, bytes, set[int], dict[int, int]]:
     """One pass over the events in order: the chain (stops at its first break), the
-    Merkle roots at the checkpoint sizes, and the sealed personal fields."""
+    Merkle roots at the checkpoint sizes, and the sealed personal fields. Also returns
+    the members with an erasure event, and those without a row in `subjects` (with
+    their first event)."""
     tree = merkle.RootBuilder()
     prev = GENESIS
     expected = 1
     erased: set[int] = set()
+    rowless: dict[int, int] = {}
     sha256 = hashlib.sha256
     encode = encode_entry
     stack = tree._stack
@@ -200,6 +203,8 @@ def _walk(
         for row in rows:
             if row[_TYPE] == "erasure":
                 erased.add(row[_SUBJECT])
+            if row[_SUBJECT] not in keys and row[_SUBJECT] not in rowless:
+                rowless[row[_SUBJECT]] = row[_SEQ]
             if row[_SEALED] is not None or row[_REGION] is not None or row[_BORN] is not None:
                 _check_personal(row, keys, report)
             if broken:
@@ -210,7 +215,7 @@ def _walk(
                 problem = (
                     Problem(expected, f"missing (the next stored event is seq {seq})")
                     if seq > expected
-                    else Problem(seq, f"out of order (seq {seq} follows seq {expected - 1})")
+                    else Problem(seq, f"seq {seq} is not a position (positions start at 1)")
                 )
             elif row[_PREV] != prev:
                 problem = Problem(
@@ -247,7 +252,7 @@ def _walk(
     tree._size = expected - 1
     if 0 in wanted:
         _compare_roots(0, merkle.EMPTY_ROOT, wanted, report)
-    return tree, prev, erased
+    return tree, prev, erased, rowless
 
 
 def _check_personal(row: Any, keys: dict[int, Any], report: VerifyReport) -> None:
@@ -255,8 +260,7 @@ def _check_personal(row: Any, keys: dict[int, Any], report: VerifyReport) -> Non
     seq, sealed, region, born = row[_SEQ], row[_SEALED], row[_REGION], row[_BORN]
     key = keys.get(row[_SUBJECT])
     if key is None:
-        report.problems.append(Problem(seq, "the member's key row is missing"))
-        return
+        return  # no row in subjects: reported once, at the member's first event
     if key is _ERASED:
         if region is not None or born is not None:
             report.problems.append(
@@ -323,9 +327,26 @@ def _subjects(cur: Any, secret: bytes, report: VerifyReport) -> dict[int, Any]:
     return keys
 
 
-def _erased(erased: set[int], keys: dict[int, Any], report: VerifyReport) -> None:
+def _erased(
+    erased: set[int], rowless: dict[int, int], keys: dict[int, Any], report: VerifyReport
+) -> None:
+    """Erasure went through the ledger: a member loses their key and id only by an
+    erasure event, and every member in the chain keeps a row in `subjects`."""
+    for ps, seq in rowless.items():
+        report.problems.append(
+            Problem(seq, f"the member's key row is missing (pseudonym {ps}: id and key deleted)")
+        )
     for ps in sorted(erased):
         if keys.get(ps, _ERASED) is not _ERASED:
             report.problems.append(
                 Problem(None, f"subjects: member {ps} has an erasure event but keeps a key or id")
+            )
+    for ps, key in keys.items():
+        if key is _ERASED and ps not in erased:
+            report.problems.append(
+                Problem(
+                    None,
+                    f"subjects: member {ps} has no key but no erasure event (erased behind "
+                    "the ledger's back, or the erasure event was removed)",
+                )
             )
