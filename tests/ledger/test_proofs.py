@@ -32,6 +32,7 @@ import pytest
 
 from consentgate.errors import InputError
 from consentgate.ledger import tlog
+from consentgate.ledger.chain import ids_commitment
 from consentgate.ledger.tlog import ProofError
 
 from ..conftest import OpenLedger
@@ -48,12 +49,17 @@ def round_trip(bundle: dict[str, Any], path: Path) -> Any:
 
 
 def stored_events(built: Built) -> dict[int, tuple[str, int, bytes, bytes]]:
-    """seq -> (event_id, pseudonym, prev_hash, hash) as stored."""
+    """seq -> (keyed commitment to the ids, pseudonym, prev_hash, hash) as stored."""
+    secret = built.ledger.secret
     with built.ledger.engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT seq, event_id, subject, prev_hash, hash FROM events ORDER BY seq"
+            "SELECT seq, event_id, content_sha256, id_key, subject, prev_hash, hash "
+            "FROM events ORDER BY seq"
         ).all()
-    return {seq: (eid, subject, bytes(prev), bytes(h)) for seq, eid, subject, prev, h in rows}
+    return {
+        seq: (ids_commitment(secret, eid, digest, key), subject, bytes(prev), bytes(h))
+        for seq, eid, digest, key, subject, prev, h in rows
+    }
 
 
 def test_inclusion_proofs_of_every_event_verify_offline(
@@ -83,9 +89,9 @@ def test_inclusion_proofs_of_every_event_verify_offline(
         assert said.endswith(f"log of size {size}")
         assert [item["seq"] for item in bundle["events"]] == list(range(1, size + 1))
         for item in bundle["events"]:
-            event_id, subject, prev, hashed = stored[item["seq"]]
+            ids, subject, prev, hashed = stored[item["seq"]]
             entry = json.loads(item["entry"])
-            assert (entry["seq"], entry["id"], entry["subject"]) == (item["seq"], event_id, subject)
+            assert (entry["seq"], entry["ids"], entry["subject"]) == (item["seq"], ids, subject)
             assert bytes.fromhex(item["prev_hash"]) == prev
             assert hashlib.sha256(prev + item["entry"].encode()).digest() == hashed
 

@@ -254,6 +254,13 @@ def dump(conn: Connection) -> tuple[list[tuple[Any, ...]], ...]:
     )
 
 
+def attacker_secret(conn: Connection) -> bytes:
+    """The pseudonym key, which whoever can write the database can also read: the
+    keyed id commitment in each entry does not stop a rewrite, only the checkpoints do."""
+    value = conn.exec_driver_sql("SELECT value FROM ledger_meta WHERE name = 'pseudonym_key'")
+    return bytes.fromhex(value.scalar_one())
+
+
 def rechain(
     conn: Connection, start: int, sizes: Sequence[int] = ()
 ) -> tuple[int, dict[int, bytes]]:
@@ -269,7 +276,7 @@ def rechain(
         values = [_plain(v) for v in row]
         seq = values[0]
         if seq >= start:
-            digest = hashlib.sha256(prev + entry_of(values)).digest()
+            digest = hashlib.sha256(prev + entry_of(values, attacker_secret(conn))).digest()
             if (values[16], values[17]) != (prev, digest):
                 updates.append({"p": prev, "h": digest, "s": seq})
         else:
@@ -318,7 +325,9 @@ def forged_row(lab: Lab, rng: random.Random, seq: int, prev: bytes) -> dict[str,
         "recorded_us": max(r["recorded_us"] for r in lab.rows),
         "prev_hash": prev,
     }
-    row["hash"] = hashlib.sha256(prev + entry_of([row[c] for c in COLUMNS[:16]])).digest()
+    row["hash"] = hashlib.sha256(
+        prev + entry_of([row[c] for c in COLUMNS[:16]], lab.secret)
+    ).digest()
     return row
 
 
@@ -386,6 +395,7 @@ def holds_only(label: str, size: int) -> str:
 
 class Lab:
     def __init__(self, built: Built) -> None:
+        self.secret = built.ledger.secret
         self.built = built
         self.engine = built.ledger.engine
         with self.engine.begin() as conn:
@@ -574,7 +584,9 @@ def rehash(lab: Lab, conn: Connection, rng: random.Random, i: int) -> Outcome:
     changed = {**row, column: new}
     if column == "event_id":
         changed["id_key"] = id_key(new)  # a careful attacker keeps the id's key in step
-    digest = hashlib.sha256(row["prev_hash"] + entry_of([changed[c] for c in COLUMNS])).digest()
+    digest = hashlib.sha256(
+        row["prev_hash"] + entry_of([changed[c] for c in COLUMNS], attacker_secret(conn))
+    ).digest()
     _run(
         conn,
         f"UPDATE events SET {column} = :v, id_key = :k, hash = :h WHERE seq = :s",

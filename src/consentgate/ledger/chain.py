@@ -15,6 +15,7 @@ and `seq` is the primary key, so a second writer can never extend the same head.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import time
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,7 @@ __all__ = [
     "encode_entry",
     "entry_bytes",
     "entry_of",
+    "ids_commitment",
     "lock_head",
     "read_head",
 ]
@@ -47,23 +49,36 @@ Row = tuple[Any, ...]
 _KEY_CACHE = 300_000  # subject keys remembered by one writer before it starts afresh
 
 
-#: The keys of an entry, in code-point order, and the `events` columns they come from.
+#: The keys of an entry, in code-point order, and the `events` columns they come from
+#: (`ids` is made from `event_id`, `content_sha256` and `id_key`; see `ids_commitment`).
 ENTRY_KEYS = (
-    "at_us", "choice", "digest", "id", "id_key", "notice_version", "purpose",
-    "recorded_us", "sealed", "seq", "signal", "source", "subject", "type",
+    "at_us", "choice", "ids", "notice_version", "purpose", "recorded_us", "sealed", "seq",
+    "signal", "source", "subject", "type",
 )  # fmt: skip
 ENTRY_COLUMNS = (
-    "at_us", "choice", "content_sha256", "event_id", "id_key", "notice_version", "purpose",
-    "recorded_us", "sealed", "seq", "signal", "source", "subject", "type",
+    "at_us", "choice", "content_sha256", "notice_version", "purpose", "recorded_us", "sealed",
+    "seq", "signal", "source", "subject", "type", "event_id", "id_key",
 )  # fmt: skip
+_IDS, _EVENT_ID, _ID_KEY = 2, 12, 13
 
 
-def encode_entry(values: Sequence[Any]) -> bytes:
+def ids_commitment(secret: bytes, event_id: str, digest: str, key: int) -> str:
+    """HMAC-SHA256 (hex) under the ledger's pseudonym key of the event's id, its
+    content digest and id key. Both are plain SHA-256 values of the clear content,
+    member id included: in the chain they would let anyone holding an exported entry
+    confirm a guessed member id after an erasure. The keyed commitment binds them
+    without revealing them (docs/integrity.md)."""
+    message = f"{event_id}\n{digest}\n{key}".encode()
+    return hmac.digest(secret, message, "sha256").hex()
+
+
+def encode_entry(values: Sequence[Any], secret: bytes) -> bytes:
     """The canonical bytes of a stored event from its ENTRY_COLUMNS values (further
     values are ignored): a JSON object with every key of ENTRY_KEYS in that (sorted)
     order, no spaces, integers in decimal, text as JSON strings in UTF-8, `sealed` in
     standard base64, absent values as null (docs/integrity.md)."""
     obj = dict(zip(ENTRY_KEYS, values, strict=False))
+    obj["ids"] = ids_commitment(secret, values[_EVENT_ID], values[_IDS], values[_ID_KEY])
     sealed = obj["sealed"]
     if sealed is not None:
         obj["sealed"] = b64encode(sealed).decode()
@@ -71,6 +86,7 @@ def encode_entry(values: Sequence[Any]) -> bytes:
 
 
 def entry_bytes(
+    secret: bytes,
     seq: int,
     key: int,
     event_id: str,
@@ -88,15 +104,16 @@ def entry_bytes(
 ) -> bytes:
     """`encode_entry` of an event's stored values, by name."""
     return encode_entry(
-        (at_us, choice, digest, event_id, key, notice_version, purpose, recorded_us, sealed,
-         seq, signal, source, subject, kind)
+        (at_us, choice, digest, notice_version, purpose, recorded_us, sealed, seq, signal,
+         source, subject, kind, event_id, key),
+        secret,
     )  # fmt: skip
 
 
-def entry_of(row: Sequence[Any]) -> bytes:
+def entry_of(row: Sequence[Any], secret: bytes) -> bytes:
     """`entry_bytes` of a stored row in COLUMNS order."""
     return entry_bytes(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
+        secret, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
         row[10], row[11], row[14], row[15],
     )  # fmt: skip
 
@@ -173,10 +190,11 @@ class Appender:
     sight); an erasure destroys the key and the clear copies in the same transaction.
     """
 
-    def __init__(self, conn: Connection, *, hashing: bool = True) -> None:
+    def __init__(self, conn: Connection, secret: bytes, *, hashing: bool = True) -> None:
         # hashing=False stores zero hashes and no Merkle frontier: only for measuring
         # what the chain costs (bench/integrity.py); such a ledger never verifies.
         self.hashing = hashing
+        self.secret = secret
         self.conn = conn
         self.pg = conn.dialect.name == "postgresql"
         self.head = lock_head(conn)
@@ -199,7 +217,7 @@ class Appender:
         erased: dict[int, int] = {}
         out: list[Row] = []
         sha256 = hashlib.sha256
-        hashing = self.hashing
+        hashing, secret = self.hashing, self.secret
         for r in new:
             ps = r[5]
             key = keys[ps]
@@ -211,8 +229,8 @@ class Appender:
             seq += 1
             if hashing:
                 entry = entry_bytes(
-                    seq, r[0], r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11], sealed,
-                    r[15],
+                    secret, seq, r[0], r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11],
+                    sealed, r[15],
                 )  # fmt: skip
                 digest = sha256(prev + entry).digest()
                 tree.append(leaf_hash(digest))
@@ -391,7 +409,7 @@ def rechain_version_1(conn: Connection, table: str) -> None:
         "SELECT seq, event_id, type, subject, at_us, evidence, recorded_us, "
         f"{', '.join(fields)} FROM {table} ORDER BY seq"
     )
-    appender = Appender(conn)
+    appender = Appender(conn, secret)
     batch: list[Row] = []
     seqs: list[int] = []  # errors name the version-1 row as `table:seq`
     for row in conn.exec_driver_sql(query).all():

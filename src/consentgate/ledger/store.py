@@ -204,7 +204,7 @@ class Ledger:
         valid = validate_event(event, purposes=self.known_purposes())
         row = row_of(valid, self.secret, now_us())
         with self._writing() as conn:
-            appender = Appender(conn)
+            appender = Appender(conn, self.secret)
             start = appender.start
             appender.append([row], name="event")
             head = appender.finish()

@@ -176,6 +176,11 @@ def inclusion_bundle(engine: Engine, seqs: Iterable[int], note: str) -> dict[str
     `note` (whose size must cover them)."""
     size = _note_size(note)
     with engine.connect() as conn:
+        secret = bytes.fromhex(
+            conn.exec_driver_sql(
+                "SELECT value FROM ledger_meta WHERE name = 'pseudonym_key'"
+            ).scalar_one()
+        )
         leaves = _leaves(conn, size)
         items = []
         for seq in sorted(set(seqs)):
@@ -189,7 +194,7 @@ def inclusion_bundle(engine: Engine, seqs: Iterable[int], note: str) -> dict[str
             items.append(
                 {
                     "seq": seq,
-                    "entry": entry_of(values).decode(),
+                    "entry": entry_of(values, secret).decode(),
                     "prev_hash": bytes(row._mapping["prev_hash"]).hex(),
                     "proof": [h.hex() for h in merkle.inclusion_proof(leaves, seq - 1, size)],
                 }

@@ -108,7 +108,7 @@ def verify_ledger(
         try:
             keys = _subjects(cur, secret, report)
             cur.execute(f"SELECT {', '.join(_WALKED)} FROM events ORDER BY seq")
-            tree, last, erased, rowless = _walk(cur, wanted, keys, report)
+            tree, last, erased, rowless = _walk(cur, wanted, keys, secret, report)
             head = conn.exec_driver_sql("SELECT size, hash, frontier FROM ledger_head").all()
             _head(head, tree, last, report)
             _erased(erased, rowless, keys, report)
@@ -184,6 +184,7 @@ def _walk(
     cur: Any,
     wanted: dict[int, list[tuple[str, bytes]]],
     keys: dict[int, Any],
+    secret: bytes,
     report: VerifyReport,
 ) -> tuple[merkle.RootBuilder, bytes, set[int], dict[int, int]]:
     """One pass over the events in order: the chain (stops at its first break), the
@@ -225,7 +226,7 @@ def _walk(
                 )
             else:
                 stored = row[_HASH]
-                computed = sha256(prev + encode(row)).digest()
+                computed = sha256(prev + encode(row, secret)).digest()
                 if computed != stored:
                     problem = Problem(
                         seq,
