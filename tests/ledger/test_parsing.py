@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from consentgate.domain.errors import EventError
 from consentgate.domain.events import _encode, validate_event
+from consentgate.ledger.chain import entry_bytes, entry_parts, splice
 from consentgate.ledger.parsing import LineError, canonical, parse_lines, set_context
 
 # Any text, including quotes, backslashes, non-ASCII, astral characters and the
@@ -66,3 +67,45 @@ def test_parse_lines_digests_match_the_domain() -> None:
         assert row[2] == expected.digest
         assert row[4] == expected.body["subject"]
         assert row[1] == expected.event_id
+
+
+OPTIONAL = st.none() | TEXT
+
+
+@settings(max_examples=500)
+@given(
+    st.integers(-(2**63), 2**63 - 1),
+    TEXT,
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-(2**62), 2**62),
+    OPTIONAL,
+    OPTIONAL,
+    OPTIONAL,
+    st.none() | st.binary(max_size=64),
+    st.integers(1, 2**40),
+)
+def test_the_writer_splices_the_same_entry_the_verifier_encodes(
+    key: int,
+    event_id: str,
+    subject: int,
+    at_us: int,
+    purpose: str | None,
+    source: str | None,
+    notice: str | None,
+    sealed: bytes | None,
+    seq: int,
+) -> None:
+    """The parser prepares an entry's parts and the writer splices in `sealed` and
+    `seq`; `verify` encodes whole entries. Every byte must agree, or sound ledgers
+    would fail to verify."""
+    secret, digest, recorded = b"k" * 32, "d" * 64, at_us + 5
+    head, tail = entry_parts(
+        secret, key, event_id, digest, "consent", subject, at_us, purpose, "granted", None,
+        source, notice, recorded,
+    )  # fmt: skip
+    whole = entry_bytes(
+        secret, seq, key, event_id, digest, "consent", subject, at_us, purpose, "granted", None,
+        source, notice, sealed, recorded,
+    )  # fmt: skip
+    assert splice(head, sealed, seq, tail) == whole
+    assert orjson.loads(whole)["seq"] == seq

@@ -39,9 +39,11 @@ __all__ = [
     "encode_entry",
     "entry_bytes",
     "entry_of",
+    "entry_parts",
     "ids_commitment",
     "lock_head",
     "read_head",
+    "splice",
 ]
 
 GENESIS = bytes(32)
@@ -116,6 +118,39 @@ def entry_of(row: Sequence[Any], secret: bytes) -> bytes:
         secret, row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9],
         row[10], row[11], row[14], row[15],
     )  # fmt: skip
+
+
+def entry_parts(
+    secret: bytes,
+    key: int,
+    event_id: str,
+    digest: str,
+    kind: str,
+    subject: int,
+    at_us: int,
+    purpose: str | None,
+    choice: str | None,
+    signal: str | None,
+    source: str | None,
+    notice_version: str | None,
+    recorded_us: int,
+) -> tuple[bytes, bytes]:
+    """The entry without its two writer-assigned values, `sealed` and `seq`, which sit
+    side by side in key order: `head + SEALED + b',"seq":' + SEQ + tail` is exactly
+    `entry_bytes` (the parser prepares the parts; the writer only splices)."""
+    ids = ids_commitment(secret, event_id, digest, key)
+    first = orjson.dumps(
+        {"at_us": at_us, "choice": choice, "ids": ids, "notice_version": notice_version,
+         "purpose": purpose, "recorded_us": recorded_us}
+    )  # fmt: skip
+    last = orjson.dumps({"signal": signal, "source": source, "subject": subject, "type": kind})
+    return first[:-1] + b',"sealed":', b"," + last[1:]
+
+
+def splice(head: bytes, sealed: bytes | None, seq: int, tail: bytes) -> bytes:
+    """`entry_bytes` from `entry_parts` and the writer's values."""
+    value = b"null" if sealed is None else b'"' + b64encode(sealed) + b'"'
+    return b"".join((head, value, b',"seq":', str(seq).encode(), tail))
 
 
 @dataclass(slots=True)
@@ -217,7 +252,7 @@ class Appender:
         erased: dict[int, int] = {}
         out: list[Row] = []
         sha256 = hashlib.sha256
-        hashing, secret = self.hashing, self.secret
+        hashing = self.hashing
         for r in new:
             ps = r[5]
             key = keys[ps]
@@ -228,11 +263,7 @@ class Appender:
                 region, born = r[12], r[13]
             seq += 1
             if hashing:
-                entry = entry_bytes(
-                    secret, seq, r[0], r[1], r[2], r[3], ps, r[6], r[7], r[8], r[9], r[10], r[11],
-                    sealed, r[15],
-                )  # fmt: skip
-                digest = sha256(prev + entry).digest()
+                digest = sha256(prev + splice(r[16], sealed, seq, r[17])).digest()
                 tree.append(leaf_hash(digest))
             else:
                 digest = GENESIS

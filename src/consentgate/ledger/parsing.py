@@ -15,6 +15,7 @@ import orjson
 from consentgate.domain.errors import EventError, InputError, UnknownPurposeError
 from consentgate.domain.events import ValidEvent, validate_event
 from consentgate.domain.timeutil import to_micros
+from consentgate.ledger.chain import entry_parts
 from consentgate.ledger.rows import id_key
 from consentgate.ledger.sealing import PERSONAL, pseudonym
 
@@ -66,23 +67,35 @@ def row_of(valid: ValidEvent, secret: bytes, recorded_us: int = 0) -> Row:
     body = valid.body
     personal = {name: body[name] for name in PERSONAL if name in body}
     subject = body["subject"]
+    key = id_key(valid.event_id)
+    ps = pseudonym(secret, subject)
+    at_us = to_micros(valid.at)
+    get = body.get
+    purpose, choice, signal = get("purpose"), get("choice"), get("signal")
+    source, notice = get("source"), get("notice_version")
+    head, tail = entry_parts(
+        secret, key, valid.event_id, valid.digest, valid.type, ps, at_us, purpose, choice,
+        signal, source, notice, recorded_us,
+    )  # fmt: skip
     return (
-        id_key(valid.event_id),
+        key,
         valid.event_id,
         valid.digest,
         valid.type,
         subject,
-        pseudonym(secret, subject),
-        to_micros(valid.at),
-        body.get("purpose"),
-        body.get("choice"),
-        body.get("signal"),
-        body.get("source"),
-        body.get("notice_version"),
-        body.get("region"),
-        body.get("birth_date"),
+        ps,
+        at_us,
+        purpose,
+        choice,
+        signal,
+        source,
+        notice,
+        get("region"),
+        get("birth_date"),
         orjson.dumps(personal, option=orjson.OPT_SORT_KEYS) if personal else None,
         recorded_us,
+        head,
+        tail,
     )
 
 

@@ -58,6 +58,8 @@ PARSED = (
     "birth_date",
     "personal",  # canonical JSON of the PERSONAL fields present, or None
     "recorded_us",
+    "entry_head",  # the chain entry up to `sealed` (chain.entry_parts)
+    "entry_tail",  # the chain entry after `seq`
 )
 
 
