@@ -45,7 +45,7 @@ TIMEOUT = 600.0
 # Forks one writer per job; each opens the ledger, reports ready, and starts when the
 # launcher closes the barrier pipe. A record job records the lines of its file one by
 # one and writes the id of each acknowledged event (an import job: the result of its
-# single import) to its own file; failures go to another file.
+# single import) to its own file; failures go to another file, one JSON string a line.
 LAUNCHER = r"""
 import json, os, sys, time, traceback
 
@@ -67,7 +67,7 @@ def run(job, ready, barrier):
                     try:
                         stored = ledger.record(json.loads(line))
                     except Exception as err:
-                        errors.write(f"{type(err).__name__}: {err}\n")
+                        errors.write(json.dumps(f"{type(err).__name__}: {err}") + "\n")
                     else:
                         acks.write(stored.event_id + "\n")
         else:
@@ -245,7 +245,9 @@ def test_sixteen_writers_record_concurrently(
     seconds = time.perf_counter() - started
 
     acks = {w: Path(job["acks"]).read_text().splitlines() for w, job in enumerate(jobs)}
-    errors = [line for job in jobs for line in Path(job["errors"]).read_text().splitlines()]
+    errors = [
+        json.loads(line) for job in jobs for line in Path(job["errors"]).read_text().splitlines()
+    ]
     total = sum(len(ids) for ids in acks.values())
     # With a 30 s busy timeout (SQLite) or a row lock (PostgreSQL), no append may fail.
     assert not errors, f"{len(errors)} appends failed, first: {errors[0]}"

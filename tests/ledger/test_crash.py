@@ -158,7 +158,9 @@ def _kill_one_writer(proc: subprocess.Popen[str], cycle: int, seed: int, delay: 
     assert proc.stdout is not None
     proc.stdin.write(f"{cycle} {seed}\n")
     proc.stdin.flush()
-    pid = int(proc.stdout.readline())
+    said = proc.stdout.readline()
+    assert said.strip().isdigit(), f"no writer forked: {said!r} (see zygote.stderr)"
+    pid = int(said)
     try:
         time.sleep(delay)
     finally:
@@ -187,7 +189,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_event(db_url: str, tmp_
     rng = random.Random(9162)
     acked: set[str] = set()  # every event id acknowledged so far, in any cycle
     batches: dict[Path, tuple[set[str], bool]] = {}  # file -> (its ids, stored?)
-    stats = {"recorded": 0, "imported": 0, "before open": 0, "in import": 0, "kept": 0}
+    stats = dict.fromkeys(("recorded", "imported", "before open", "in import", "committed"), 0)
     started = time.perf_counter()
     with _zygote(db_url, key, tmp_path) as zygote:
         for cycle in range(CYCLES):
@@ -225,7 +227,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_event(db_url: str, tmp_
                 ids = _ids_of(path)
                 assert len(ids) == BATCH
                 batches[path] = (ids, ids <= stored)
-                stats["kept"] += path in in_flight and ids <= stored
+                stats["committed"] += path in in_flight and ids <= stored  # not acknowledged
             for path, (ids, was_stored) in batches.items():
                 present = ids & stored
                 assert present in (set(), ids), (
