@@ -16,24 +16,31 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from consentgate.ledger import merkle
 from consentgate.ledger.chain import ENTRY_COLUMNS, GENESIS, encode_entry
 from consentgate.ledger.checkpoint import CheckpointError, Verifier, open_checkpoint
+from consentgate.ledger.importer import _main_hidden
 from consentgate.ledger.sealing import SealError, pseudonym, unseal
 from consentgate.ledger.tlog import read_log, stored_checkpoints
 
 __all__ = ["Problem", "VerifyReport", "verify_ledger"]
 
 _BATCH = 20_000
+CHUNK = 1 << 16  # leaves per Merkle subtree a worker folds on its own (ranges align to it)
+PARALLEL_FROM = 400_000  # events; smaller ledgers are walked in this process alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +82,14 @@ def verify_ledger(
     *,
     verifier: Verifier | None = None,
     external: Sequence[str] = (),
+    workers: int | None = None,
+    chunk: int = CHUNK,
 ) -> VerifyReport:
     """Check the ledger behind `engine`; `external` are signed checkpoint notes (or
-    logs of them) kept outside the database, checked with `verifier`."""
+    logs of them) kept outside the database, checked with `verifier`.
+
+    Ledgers of PARALLEL_FROM events or more are walked in `workers` processes (default:
+    one per core), each over a range of positions aligned to `chunk` (a power of 2)."""
     started = time.perf_counter()
     report = VerifyReport()
     wanted: dict[int, list[tuple[str, bytes]]] = defaultdict(list)
@@ -106,10 +118,22 @@ def verify_ledger(
         assert driver is not None
         cur = driver.cursor()
         try:
-            keys = _subjects(cur, secret, report)
-            cur.execute(f"SELECT {', '.join(_WALKED)} FROM events ORDER BY seq")
-            tree, last, erased, rowless = _walk(cur, wanted, keys, secret, report)
             head = conn.exec_driver_sql("SELECT size, hash, frontier FROM ledger_head").all()
+            last_seq = conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0
+            count = workers if workers is not None else _workers(engine, int(last_seq))
+            ranges = _ranges(int(last_seq), count, chunk)
+            with _pool(len(ranges)) as pool:
+                url = engine.url.render_as_string(hide_password=False)
+                jobs = [
+                    pool.submit(_walk_range, url, secret, start, end, set(wanted), chunk)
+                    for start, end in ranges[1:]
+                ]
+                keys = _subjects(cur, secret, report)
+                start, end = ranges[0]
+                cur.execute(_range_sql(conn.dialect.name, start, end), _bounds(start, end))
+                segments = [_walk(cur, start, set(wanted), keys, secret, chunk)]
+                segments += [job.result() for job in jobs]
+            tree, last, erased, rowless = _combine(segments, wanted, report)
             _head(head, tree, last, report)
             _erased(erased, rowless, keys, report)
         finally:
@@ -180,26 +204,42 @@ _PREV, _HASH, _REGION, _BORN = range(len(ENTRY_COLUMNS), len(_WALKED))
 _ERASED = object()  # `keys` value of a member whose key and id were destroyed
 
 
+@dataclass(slots=True)
+class Segment:
+    """What walking the events from `start` on found (picklable, from a worker)."""
+
+    start: int
+    first_seq: int | None  # the position of the first event walked, if any
+    first_prev: bytes | None  # the stored prev_hash of the first event, if any
+    good: int  # the last position that verified (start - 1 if none)
+    last: bytes  # the hash at `good` (first_prev when none verified)
+    broke: Problem | None  # the chain break that stopped the walk
+    problems: list[Problem]  # of personal data
+    chunks: list[bytes]  # roots of the complete CHUNK-leaf subtrees, in order
+    partial: dict[int, tuple[int, bytes]]  # size -> (chunks done, open subtree roots)
+    erased: set[int]
+    rowless: dict[int, int]
+
+
 def _walk(
-    cur: Any,
-    wanted: dict[int, list[tuple[str, bytes]]],
-    keys: dict[int, Any],
-    secret: bytes,
-    report: VerifyReport,
-) -> tuple[merkle.RootBuilder, bytes, set[int], dict[int, int]]:
-    """One pass over the events in order: the chain (stops at its first break), the
-    Merkle roots at the checkpoint sizes, and the sealed personal fields. Also returns
-    the members with an erasure event, and those without a row in `subjects` (with
-    their first event)."""
-    tree = merkle.RootBuilder()
-    prev = GENESIS
-    expected = 1
+    cur: Any, start: int, sizes: set[int], keys: dict[int, Any], secret: bytes, chunk: int
+) -> Segment:
+    """One pass over the events from `start` (the rows `cur` holds, in order): the
+    chain (stops at its first break), the Merkle subtrees of its CHUNK-aligned part,
+    the open subtrees at each of `sizes`, and the sealed personal fields."""
+    report = VerifyReport()
+    prev: bytes | None = GENESIS if start == 1 else None
+    first_prev: bytes | None = None
+    first_seq: int | None = None
+    expected = start
     erased: set[int] = set()
     rowless: dict[int, int] = {}
+    chunks: list[bytes] = []
+    partial: dict[int, tuple[int, bytes]] = {}
     sha256 = hashlib.sha256
     encode = encode_entry
-    stack = tree._stack
-    broken = False
+    stack: list[bytes] = []
+    broke: Problem | None = None
     while rows := cur.fetchmany(_BATCH):
         for row in rows:
             if row[_TYPE] == "erasure":
@@ -208,9 +248,13 @@ def _walk(
                 rowless[row[_SUBJECT]] = row[_SEQ]
             if row[_SEALED] is not None or row[_REGION] is not None or row[_BORN] is not None:
                 _check_personal(row, keys, report)
-            if broken:
+            if broke is not None:
                 continue
             seq = row[_SEQ]
+            if first_seq is None:
+                first_seq = seq
+            if prev is None:  # the first event of a later range: main checks the link
+                first_prev = prev = bytes(row[_PREV])
             problem = None
             if seq != expected:
                 problem = (
@@ -235,25 +279,193 @@ def _walk(
                         f"hashes to {computed.hex()[:16]}...",
                     )
             if problem is not None:
-                report.problems.append(problem)
-                broken = True
+                broke = problem
                 continue
-            # RootBuilder.append, inlined: this loop is what bounds verify's speed.
+            # RootBuilder.append within the chunk, inlined: this loop bounds verify's speed.
             leaf = sha256(b"\x00" + computed).digest()
-            n = seq - 1
+            n = (seq - 1) % chunk
             while n & 1:
                 leaf = sha256(b"\x01" + stack.pop() + leaf).digest()
                 n >>= 1
-            stack.append(leaf)
+            if seq % chunk == 0:
+                chunks.append(leaf)  # the chunk is complete: its root
+            else:
+                stack.append(leaf)
             prev = computed
             expected = seq + 1
-            if seq in wanted:
-                tree._size = seq
-                _compare_roots(seq, tree.root(), wanted, report)
-    tree._size = expected - 1
+            if seq in sizes:
+                partial[seq] = (len(chunks), b"".join(stack))
+    partial[expected - 1] = (len(chunks), b"".join(stack))
+    return Segment(
+        start=start,
+        first_seq=first_seq,
+        first_prev=first_prev,
+        good=expected - 1,
+        last=prev if prev is not None else GENESIS,
+        broke=broke,
+        problems=report.problems,
+        chunks=chunks,
+        partial=partial,
+        erased=erased,
+        rowless=rowless,
+    )
+
+
+def _combine(
+    segments: list[Segment], wanted: dict[int, list[tuple[str, bytes]]], report: VerifyReport
+) -> tuple[merkle.RootBuilder, bytes, set[int], dict[int, int]]:
+    """Join the segments in order: the links between them, the first chain break, the
+    Merkle roots at the wanted sizes and of the whole verified chain."""
+    upper = merkle.RootBuilder()  # a tree whose leaves are the chunk roots
+    last, good = GENESIS, 0
+    erased: set[int] = set()
+    rowless: dict[int, int] = {}
+    broken = False
+    for segment in segments:
+        erased |= segment.erased
+        for ps, seq in segment.rowless.items():
+            rowless.setdefault(ps, seq)
+        report.problems += segment.problems
+        if broken:
+            continue
+        if segment.first_seq is not None and good < segment.start - 1:
+            # The previous range ended early: its last events are missing.
+            report.problems.append(
+                Problem(good + 1, f"missing (the next stored event is seq {segment.first_seq})")
+            )
+            broken = True
+            continue
+        first_prev = segment.first_prev
+        if segment.start > 1 and segment.first_seq == segment.start and first_prev != last:
+            assert first_prev is not None  # set with first_seq
+            report.problems.append(
+                Problem(
+                    segment.start,
+                    f"prev_hash is not the hash of seq {segment.start - 1} (one of the two "
+                    f"events was altered): {first_prev.hex()[:16]}... != "
+                    f"{last.hex()[:16]}...",
+                )
+            )
+            broken = True
+            continue
+        for size, (done, open_roots) in sorted(segment.partial.items()):
+            if size in wanted and size >= segment.start:
+                below = upper.copy()
+                below.extend(segment.chunks[:done])
+                _compare_roots(size, _fold(below, open_roots), wanted, report)
+        upper.extend(segment.chunks)
+        good, last = segment.good, segment.last
+        if segment.broke is not None:
+            report.problems.append(segment.broke)
+            broken = True
+    tree = _tree_at(segments, good)
     if 0 in wanted:
         _compare_roots(0, merkle.EMPTY_ROOT, wanted, report)
-    return tree, prev, erased, rowless
+    return tree, last, erased, rowless
+
+
+def _fold(upper: merkle.RootBuilder, open_roots: bytes) -> bytes:
+    """The root of a tree whose complete chunks are in `upper`, followed by the open
+    subtree roots of the chunk in progress (all smaller than a chunk)."""
+    roots = upper.state() + open_roots
+    nodes = [roots[i : i + 32] for i in range(0, len(roots), 32)]
+    if not nodes:
+        return merkle.EMPTY_ROOT
+    h = nodes[-1]
+    for left in reversed(nodes[:-1]):
+        h = hashlib.sha256(b"\x01" + left + h).digest()
+    return h
+
+
+def _tree_at(segments: list[Segment], good: int) -> merkle.RootBuilder:
+    """The Merkle tree of the first `good` events, from the segments that hold them
+    (`good` is where one of them stopped, or 0)."""
+    upper = merkle.RootBuilder()
+    for segment in segments:
+        if segment.start > good:
+            break
+        if good <= segment.good:
+            done, open_roots = segment.partial.get(good, (len(segment.chunks), b""))
+            upper.extend(segment.chunks[:done])
+            return merkle.RootBuilder.restore(good, upper.state() + open_roots)
+        upper.extend(segment.chunks)
+    return merkle.RootBuilder.restore(good, upper.state())
+
+
+def _walk_range(
+    url: str, secret: bytes, start: int, end: int | None, sizes: set[int], chunk: int
+) -> Segment:
+    """`_walk` in a worker process, over its own connection."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            cur = driver.cursor()
+            try:
+                keys = _subjects(cur, secret, VerifyReport())
+                cur.execute(_range_sql(conn.dialect.name, start, end), _bounds(start, end))
+                return _walk(cur, start, sizes, keys, secret, chunk)
+            finally:
+                cur.close()
+    finally:
+        engine.dispose()
+
+
+def _range_sql(dialect: str, start: int, end: int | None) -> str:
+    """The walked columns of the events of one range. The first range has no lower
+    bound, so a position moved below 1 is seen (and reported)."""
+    conditions = []
+    if start > 1:
+        conditions.append("seq >= " + _mark(dialect, "start"))
+    if end is not None:
+        conditions.append("seq <= " + _mark(dialect, "end"))
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return f"SELECT {', '.join(_WALKED)} FROM events{where} ORDER BY seq"
+
+
+def _mark(dialect: str, name: str) -> str:
+    return f"%({name})s" if dialect == "postgresql" else f":{name}"
+
+
+def _bounds(start: int, end: int | None) -> dict[str, int]:
+    bounds = {"start": start} if start > 1 else {}
+    return bounds if end is None else {**bounds, "end": end}
+
+
+def _workers(engine: Engine, events: int) -> int:
+    if events < PARALLEL_FROM:
+        return 1
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _ranges(events: int, workers: int, chunk: int) -> list[tuple[int, int | None]]:
+    """Contiguous, CHUNK-aligned position ranges, one per worker; the first one is
+    walked by this process, the last one is open-ended (it also sees events stored
+    beyond the head, which the head check then reports)."""
+    chunks = -(-events // chunk)
+    per = max(1, -(-chunks // workers))
+    starts = [1 + i * per * chunk for i in range(workers) if i * per < chunks] or [1]
+    return [(a, (starts[i + 1] - 1) if i + 1 < len(starts) else None) for i, a in enumerate(starts)]
+
+
+@contextmanager
+def _pool(workers: int) -> Iterator[Any]:
+    if workers <= 1:
+        yield _InProcess()
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers - 1, mp_context=ctx) as pool, _main_hidden():
+        yield pool
+
+
+class _InProcess:
+    def submit(self, fn: Any, *args: Any) -> Any:
+        raise AssertionError("a single range needs no worker")
 
 
 def _check_personal(row: Any, keys: dict[int, Any], report: VerifyReport) -> None:
