@@ -15,7 +15,6 @@ and `seq` is the primary key, so a second writer can never extend the same head.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import time
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
@@ -28,7 +27,7 @@ from sqlalchemy import Connection
 from consentgate.domain.errors import EventError, InputError, StorageError
 from consentgate.ledger.merkle import RootBuilder, leaf_hash
 from consentgate.ledger.rows import COLUMNS
-from consentgate.ledger.sealing import new_key, seal
+from consentgate.ledger.sealing import keyed, new_key, seal
 
 __all__ = [
     "ENTRY_COLUMNS",
@@ -70,8 +69,7 @@ def ids_commitment(secret: bytes, event_id: str, digest: str, key: int) -> str:
     member id included: in the chain they would let anyone holding an exported entry
     confirm a guessed member id after an erasure. The keyed commitment binds them
     without revealing them (docs/integrity.md)."""
-    message = f"{event_id}\n{digest}\n{key}".encode()
-    return hmac.digest(secret, message, "sha256").hex()
+    return keyed(secret)(f"{event_id}\n{digest}\n{key}".encode()).hex()
 
 
 def encode_entry(values: Sequence[Any], secret: bytes) -> bytes:

