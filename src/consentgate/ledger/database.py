@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from consentgate.domain.errors import StorageError
 
-__all__ = ["DEFAULT_URL", "WRITE", "connect", "migrate"]
+__all__ = ["DEFAULT_URL", "WRITE", "connect", "lock_writers", "migrate"]
 
 DEFAULT_URL = "sqlite:///consentgate.db"
 
@@ -86,12 +86,26 @@ def _alembic_config() -> Config:
     return cfg
 
 
+def lock_writers(conn: Connection) -> None:
+    """Serialise with every other writer of this database for the rest of the
+    transaction (SQLite: the transaction began IMMEDIATE, which holds the lock)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK_ID})")
+
+
+_LOCK_ID = 0x636F6E73656E74  # "consent": the advisory lock of consentgate's writers
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest migration (exactly as in production)."""
+    """Bring the schema to the latest migration (exactly as in production), under
+    the writers' lock: processes opening a new ledger at once migrate it once."""
     cfg = _alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        conn.execution_options(**WRITE)
+        with conn.begin():
+            lock_writers(conn)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
 
 
 def is_initialised(engine: Engine) -> bool:

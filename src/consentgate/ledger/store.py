@@ -25,7 +25,14 @@ from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
 from consentgate.ledger import tlog
 from consentgate.ledger.chain import Appender, Head, check_durable, now_us, read_head
 from consentgate.ledger.checkpoint import Signer, Verifier
-from consentgate.ledger.database import DEFAULT_URL, WRITE, connect, is_initialised, migrate
+from consentgate.ledger.database import (
+    DEFAULT_URL,
+    WRITE,
+    connect,
+    is_initialised,
+    lock_writers,
+    migrate,
+)
 from consentgate.ledger.duckscan import snapshot_facts_duckdb, snapshot_table_duckdb
 from consentgate.ledger.importer import ImportResult, import_stream
 from consentgate.ledger.parsing import row_of
@@ -121,15 +128,23 @@ class Ledger:
     # -- set-up and policy ---------------------------------------------------------
 
     def init(self) -> None:
-        """Create or upgrade the schema; apply the default policy to an empty ledger."""
+        """Create or upgrade the schema; apply the default policy to an empty ledger.
+        Safe when several processes open a new ledger at once: each step runs under
+        the write lock, and the second process finds the work done."""
         migrate(self.engine)
-        if not self.policies():
-            # The shipped default is the fail-closed baseline, in force from the start
-            # of time, so that any version the operator applies later supersedes it.
-            self.apply_policy(default_policy_text(), effective=EPOCH)
+        if self.policies():
+            return
+        # The shipped default is the fail-closed baseline, in force from the start of
+        # time, so that any version the operator applies later supersedes it.
+        self.apply_policy(default_policy_text(), effective=EPOCH, only_if_none=True)
 
     def apply_policy(
-        self, toml_text: str, *, now: datetime | None = None, effective: datetime | None = None
+        self,
+        toml_text: str,
+        *,
+        now: datetime | None = None,
+        effective: datetime | None = None,
+        only_if_none: bool = False,
     ) -> AppliedPolicy:
         """Validate and store a new policy version, effective from `effective`, else
         `[policy] effective`, else now. An invalid policy raises `PolicyError` and
@@ -139,6 +154,13 @@ class Ledger:
         effective = effective or policy.effective or applied
         with self._writing() as conn:
             check_durable(conn)
+            lock_writers(conn)
+            if (
+                only_if_none
+                and conn.execute(select(func.count()).select_from(policy_versions)).scalar()
+            ):
+                self._policy_cache = None
+                return self.policies()[0]
             new_id = conn.execute(
                 insert(policy_versions).values(
                     version=policy.version,
@@ -149,7 +171,8 @@ class Ledger:
                 )
             ).inserted_primary_key
         self._policy_cache = None
-        assert new_id is not None
+        if new_id is None:  # another process applied the default first
+            return self.policies()[0]
         return AppliedPolicy(int(new_id[0]), policy, effective, applied)
 
     def policies(self) -> list[AppliedPolicy]:
