@@ -89,3 +89,26 @@ def test_external_checkpoint_needs_the_key(tmp_path: Path) -> None:
     code, _, err = run(tmp_path, "verify", "--checkpoint", str(note))
     assert code == 2
     assert "--key" in err
+
+
+def test_a_checkpoint_missing_from_the_log_is_caught_up(tmp_path: Path) -> None:
+    """A crash after a checkpoint's commit but before its log append loses nothing:
+    the next checkpoint appends every stored one the log lacks, oldest first."""
+    import consentgate
+    from consentgate.ledger import tlog
+
+    key = tmp_path / "k"
+    tlog.create_signing_key(key)
+    ledger = consentgate.open(f"sqlite:///{tmp_path / 'l.db'}", signing_key=key)
+    try:
+        ledger.import_events(EXAMPLES / "events.jsonl")
+        first = ledger.checkpoint()
+        log = Path(f"{key}.checkpoints")
+        log.write_text("")  # as if the append had never happened
+        ledger.record({"type": "erasure", "subject": "m9", "at": "2025-01-01T00:00:00Z"})
+        second = ledger.checkpoint()
+        assert tlog.read_log(log.read_text()) == [first, second]
+        assert ledger.checkpoint() == second  # nothing new: nothing appended twice
+        assert tlog.read_log(log.read_text()) == [first, second]
+    finally:
+        ledger.close()

@@ -316,8 +316,11 @@ class Ledger:
             raise StorageError("no signing key: open the ledger with one (--signing-key)")
         with self._writing() as conn:
             note = tlog.checkpoint(conn, self.signer, self.origin)
+            stored = [n for _, _, n in tlog.stored_checkpoints(conn)]
         if self.checkpoint_log is not None:
-            tlog.append_to_log(self.checkpoint_log, note)
+            # Every stored checkpoint, oldest first: one whose append a crash cut short
+            # after its commit reaches the external log now.
+            tlog.append_to_log(self.checkpoint_log, *stored, note)
         return note
 
     def latest_checkpoint(self) -> str | None:

@@ -121,16 +121,21 @@ def checkpoint(conn: Connection, signer: Signer, origin: str) -> str:
         cur.close()
 
 
-def append_to_log(path: Path, note: str) -> None:
-    """Append a signed note to the external log, durably (one blank line between
-    notes), unless the log already ends with it."""
-    notes = read_log(path.read_text()) if path.exists() else []
-    if notes and notes[-1] == note:
-        return
+def append_to_log(path: Path, *notes: str) -> int:
+    """Append the signed notes the external log lacks, in the order given, durably
+    (one blank line between notes); return how many were appended. A note stored in
+    the database whose append was cut short by a crash is caught up this way."""
+    logged = set(read_log(path.read_text())) if path.exists() else set()
+    missing = [note for note in dict.fromkeys(notes) if note not in logged]
+    if not missing:
+        return 0
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(("\n" if notes else "") + note)
+        for note in missing:
+            fh.write(("\n" if logged else "") + note)
+            logged.add(note)
         fh.flush()
         os.fsync(fh.fileno())
+    return len(missing)
 
 
 def read_log(text: str) -> list[str]:
