@@ -23,6 +23,7 @@ from sqlalchemy import text
 import consentgate
 from consentgate.domain import REASONS, decide, parse_event
 from consentgate.domain.events import ProfileEvent
+from consentgate.domain.policy_file import default_policy_text
 from consentgate.errors import EventError, StorageError, UnknownPurposeError
 from consentgate.ledger import importer
 from consentgate.ledger.rows import id_key
@@ -315,3 +316,24 @@ def test_a_key_collision_is_refused_not_merged(open_ledger: OpenLedger, db_url: 
     with pytest.raises(EventError, match="collision"):
         ledger.record({**PROFILE, "subject": "m9", "event_id": "e-2"})
     assert ledger.count_events() == 1
+
+
+def test_record_sees_purposes_another_process_added(open_ledger: OpenLedger, db_url: str) -> None:
+    """`record` remembers the purposes it saw; one added since is found on a miss."""
+    writer = open_ledger(db_url)
+    consent = {"type": "consent", "subject": "m1", "at": "2024-01-02T10:00:00Z"}
+    writer.record(consent | {"purpose": "ai_training", "choice": "granted"})
+    other = open_ledger(db_url)
+    added = (
+        '\n[purposes.fraud_review]\ntitle = "Fraud review"\n\n'
+        '[purposes.fraud_review.modes]\n"*" = "opt_in"\n'
+    )
+    assert "fraud_review" not in writer.known_purposes()
+    other.apply_policy(
+        default_policy_text().replace('version = "default-1"', 'version = "d-2"') + added
+    )
+    writer.record(consent | {"purpose": "fraud_review", "choice": "refused"})
+    assert [e.type for e in writer.history("m1")] == ["consent", "consent"]
+    with pytest.raises(UnknownPurposeError, match="fraud_review"):
+        writer.record(consent | {"purpose": "bogus", "choice": "granted"})
+    assert writer.count_events() == 2

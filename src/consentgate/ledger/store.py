@@ -114,6 +114,7 @@ class Ledger:
         self.checkpoint_log = checkpoint_log
         self._policy_cache: tuple[int, PolicyHistory, list[AppliedPolicy]] | None = None
         self._meta_cache: dict[str, str] | None = None
+        self._purposes_seen: set[str] | None = None
 
     def close(self) -> None:
         """Close every pooled database connection."""
@@ -224,7 +225,13 @@ class Ledger:
     def record(self, event: Mapping[str, Any]) -> Event:
         """Validate and durably append one event (a JSON object of DESIGN §5).
         Recording the same event again is a no-op; returns the event as stored."""
-        valid = validate_event(event, purposes=self.known_purposes())
+        try:
+            # Purposes are only ever added (every applied version counts), so the ones
+            # seen before may be too few, never too many: look again only on a miss.
+            valid = validate_event(event, purposes=self._purposes_seen or ())
+        except UnknownPurposeError:
+            self._purposes_seen = self.known_purposes()
+            valid = validate_event(event, purposes=self._purposes_seen)
         row = row_of(valid, self.secret, now_us())
         with self._writing() as conn:
             appender = Appender(conn, self.secret)
