@@ -112,3 +112,28 @@ def test_a_checkpoint_missing_from_the_log_is_caught_up(tmp_path: Path) -> None:
         assert tlog.read_log(log.read_text()) == [first, second]
     finally:
         ledger.close()
+
+
+def test_a_stored_checkpoint_deleted_is_seen_through_the_log(tmp_path: Path) -> None:
+    import consentgate
+    from consentgate.ledger import tlog
+
+    key = tmp_path / "k"
+    tlog.create_signing_key(key)
+    ledger = consentgate.open(f"sqlite:///{tmp_path / 'l.db'}", signing_key=key)
+    try:
+        ledger.import_events(EXAMPLES / "events.jsonl")
+        ledger.checkpoint()
+        log = Path(f"{key}.checkpoints").read_text()
+        verifier = tlog.load_verifier(f"{key}.pub")
+        assert ledger.verify(verifier=verifier, external=[log]).ok
+        with ledger.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM checkpoints")
+        assert ledger.verify(verifier=verifier).ok  # nothing inside the database tells
+        report = ledger.verify(verifier=verifier, external=[log])
+        assert [p.what for p in report.problems] == [
+            "checkpoints: the one of size 8 in the external log is missing from the "
+            "database (deleted)"
+        ]
+    finally:
+        ledger.close()

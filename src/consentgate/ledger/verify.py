@@ -82,6 +82,18 @@ def verify_ledger(
             wanted[size].append((f"stored checkpoint at size {size}", root))
         for text in external:
             _external(text, verifier, origin, wanted, report)
+        stored = {size for size, claims in wanted.items() for label, _ in claims if label[0] == "s"}
+        for size, claims in sorted(wanted.items()):
+            if size not in stored and any(label.startswith("external") for label, _ in claims):
+                # Every checkpoint reaches the log from the database: one the log has
+                # and the database lacks was deleted from it.
+                report.problems.append(
+                    Problem(
+                        None,
+                        f"checkpoints: the one of size {size} in the external log "
+                        "is missing from the database (deleted)",
+                    )
+                )
         driver = conn.connection.driver_connection
         assert driver is not None
         cur = driver.cursor()
