@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from sqlalchemy import text
@@ -97,3 +98,33 @@ def test_tampering_reads_the_same_in_parallel(
             assert many.first_bad is not None
             assert many.first_bad.seq == one.first_bad.seq
     assert seen >= 25
+
+
+def test_parallel_verify_while_a_writer_appends(
+    open_ledger: OpenLedger, db_url: str, tmp_path: Path
+) -> None:
+    """Workers read later snapshots than the head was read in: events appended
+    meanwhile must not look like events stored beyond the head."""
+    ledger, _log = build(open_ledger, db_url, tmp_path)
+    writer = open_ledger(db_url)
+    stop = threading.Event()
+
+    def append() -> None:
+        i = 0
+        while not stop.is_set():
+            at = f"2025-03-01T00:{i // 60 % 60:02d}:{i % 60:02d}Z"
+            writer.record({"type": "signal", "subject": f"w{i}", "signal": "gpc", "at": at})
+            i += 1
+
+    thread = threading.Thread(target=append)
+    thread.start()
+    try:
+        reports = [
+            verify_ledger(ledger.engine, ledger.secret, ledger.origin, workers=3, chunk=CHUNK)
+            for _ in range(3)
+        ]
+    finally:
+        stop.set()
+        thread.join()
+    assert all(r.ok for r in reports), [r.problems for r in reports]
+    assert ledger.count_events() > reports[0].events >= 301

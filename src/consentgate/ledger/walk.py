@@ -298,12 +298,16 @@ def workers_for(engine: Engine, events: int) -> int:
 
 def ranges(events: int, workers: int, chunk: int) -> list[tuple[int, int | None]]:
     """Contiguous, CHUNK-aligned position ranges, one per worker; the first one is
-    walked by this process, the last one is open-ended (it also sees events stored
-    beyond the head, which the head check then reports)."""
+    walked by this process. `events` is the largest position in this process's
+    snapshot: workers read their own, later snapshots, so the last range ends there,
+    and events a writer appends meanwhile are not mistaken for events beyond the head.
+    (Events stored beyond the head before the snapshot are within it: the head check
+    reports them.) A single range reads this process's snapshot and needs no end."""
     chunks = -(-events // chunk)
     per = max(1, -(-chunks // workers))
     starts = [1 + i * per * chunk for i in range(workers) if i * per < chunks] or [1]
-    return [(a, (starts[i + 1] - 1) if i + 1 < len(starts) else None) for i, a in enumerate(starts)]
+    last: int | None = events if len(starts) > 1 else None
+    return [(a, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, a in enumerate(starts)]
 
 
 @contextmanager
