@@ -41,6 +41,7 @@ __all__ = [
     "entry_parts",
     "ids_commitment",
     "lock_head",
+    "pseudonym_key",
     "read_head",
     "splice",
 ]
@@ -304,20 +305,20 @@ class Appender:
 
     def _stored(self, keys: list[int]) -> dict[int, tuple[str, str]]:
         """id_key -> (event_id, content_sha256) of the stored events among `keys`."""
-        cur = self._cur
+        rows = self._select_in("id_key, event_id, content_sha256 FROM events", "id_key", keys)
+        return {key: (event_id, digest) for key, event_id, digest in rows}
+
+    def _select_in(self, what: str, column: str, values: list[int]) -> list[Any]:
+        """`SELECT what WHERE column` is one of the integers `values`, in one query
+        (PostgreSQL: a binary array; SQLite: a JSON array, so no limit on parameters)."""
         if self.pg:
-            cur.execute(
-                "SELECT id_key, event_id, content_sha256 FROM events "
-                "WHERE id_key = ANY(%b::bigint[])",
-                [keys],
-            )
+            self._cur.execute(f"SELECT {what} WHERE {column} = ANY(%b::bigint[])", [values])
         else:
-            cur.execute(
-                "SELECT id_key, event_id, content_sha256 FROM events "
-                "WHERE id_key IN (SELECT value FROM json_each(?))",
-                [orjson.dumps(keys).decode()],
+            self._cur.execute(
+                f"SELECT {what} WHERE {column} IN (SELECT value FROM json_each(?))",
+                [orjson.dumps(values).decode()],
             )
-        return {key: (event_id, digest) for key, event_id, digest in cur.fetchall()}
+        return list(self._cur.fetchall())
 
     def _keys_for(
         self, rows: Sequence[Row], linenos: Sequence[int], name: str
@@ -330,19 +331,8 @@ class Appender:
         if not wanted:
             return cache
         cur = self._cur
-        found = list(wanted)
-        if self.pg:
-            cur.execute(
-                "SELECT pseudonym, subject, key FROM subjects WHERE pseudonym = ANY(%b::bigint[])",
-                [found],
-            )
-        else:
-            cur.execute(
-                "SELECT pseudonym, subject, key FROM subjects "
-                "WHERE pseudonym IN (SELECT value FROM json_each(?))",
-                [orjson.dumps(found).decode()],
-            )
-        for ps, subject, key in cur.fetchall():
+        found = self._select_in("pseudonym, subject, key FROM subjects", "pseudonym", list(wanted))
+        for ps, subject, key in found:
             if key is not None and subject != wanted[ps]:
                 raise EventError(
                     "subject",
@@ -421,6 +411,12 @@ def now_us() -> int:
     return time.time_ns() // 1_000
 
 
+def pseudonym_key(conn: Connection) -> bytes:
+    """The ledger's pseudonym key, as stored in `ledger_meta`."""
+    value = conn.exec_driver_sql("SELECT value FROM ledger_meta WHERE name = 'pseudonym_key'")
+    return bytes.fromhex(value.scalar_one())
+
+
 def rechain_version_1(conn: Connection, table: str) -> None:
     """Append the events of a version-1 `table` (clear member ids and evidence, no
     chain) to the empty chain, in their order (migration 0002)."""
@@ -428,11 +424,7 @@ def rechain_version_1(conn: Connection, table: str) -> None:
     from consentgate.domain.timeutil import format_ts, from_micros
     from consentgate.ledger.parsing import row_of
 
-    secret = bytes.fromhex(
-        conn.exec_driver_sql(
-            "SELECT value FROM ledger_meta WHERE name = 'pseudonym_key'"
-        ).scalar_one()
-    )
+    secret = pseudonym_key(conn)
     fields = ("purpose", "choice", "signal", "region", "birth_date", "source", "notice_version")
     query = (
         "SELECT seq, event_id, type, subject, at_us, evidence, recorded_us, "

@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 from consentgate.ledger.chain import Appender, Head
 from consentgate.ledger.parsing import ChunkResult, LineError, parse_lines, set_context
 
-__all__ = ["ImportResult", "import_stream"]
+__all__ = ["ImportResult", "import_stream", "main_hidden"]
 
 BLOCK = 1 << 20  # bytes of whole lines per batch (and per worker task)
 PARALLEL_FROM = 4 << 20  # files larger than this many bytes are parsed in worker processes
@@ -82,7 +82,7 @@ def _parsed(
     ) as pool:
         pending: deque[tuple[Future[ChunkResult], int]] = deque()
         for task in _chunks(stream):
-            with _main_hidden():
+            with main_hidden():
                 pending.append((pool.submit(parse_lines, task), len(task[1])))
             if len(pending) > 2 * workers + 1:  # bounded read-ahead keeps memory flat
                 job, size = pending.popleft()
@@ -93,7 +93,7 @@ def _parsed(
 
 
 @contextmanager
-def _main_hidden() -> Iterator[None]:
+def main_hidden() -> Iterator[None]:
     """Start parser processes without the caller's main module.
 
     A spawned process normally re-runs the parent's `__main__` script first; a user

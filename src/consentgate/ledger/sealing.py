@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -70,10 +69,6 @@ def keyed(secret: bytes) -> KeyedHash:
 def pseudonym(secret: bytes, subject: str) -> int:
     """The member's keyed pseudonym: HMAC-SHA256(secret, subject)[:8], signed."""
     return int.from_bytes(keyed(secret)(subject.encode())[:8], "big", signed=True)
-
-
-def pseudonyms(secret: bytes, subjects: Iterable[str]) -> dict[str, int]:
-    return {s: pseudonym(secret, s) for s in subjects}
 
 
 def erased_label(pseudonym_value: int) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine
 
 from consentgate.domain.errors import InputError, StorageError
 from consentgate.ledger import merkle
-from consentgate.ledger.chain import entry_of, lock_head, now_us
+from consentgate.ledger.chain import entry_of, lock_head, now_us, pseudonym_key
 from consentgate.ledger.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -181,11 +181,7 @@ def inclusion_bundle(engine: Engine, seqs: Iterable[int], note: str) -> dict[str
     `note` (whose size must cover them)."""
     size = _note_size(note)
     with engine.connect() as conn:
-        secret = bytes.fromhex(
-            conn.exec_driver_sql(
-                "SELECT value FROM ledger_meta WHERE name = 'pseudonym_key'"
-            ).scalar_one()
-        )
+        secret = pseudonym_key(conn)
         leaves = _leaves(conn, size)
         items = []
         for seq in sorted(set(seqs)):

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine
 
 from consentgate.ledger import merkle
 from consentgate.ledger.chain import ENTRY_COLUMNS, GENESIS, encode_entry
-from consentgate.ledger.importer import _main_hidden
+from consentgate.ledger.importer import main_hidden
 from consentgate.ledger.report import Problem, VerifyReport
 from consentgate.ledger.sealing import SealError, pseudonym, unseal
 
@@ -316,7 +316,7 @@ def pool(workers: int) -> Iterator[Any]:
         yield _InProcess()
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers - 1, mp_context=ctx) as pool, _main_hidden():
+    with ProcessPoolExecutor(workers - 1, mp_context=ctx) as pool, main_hidden():
         yield pool
 
 
