@@ -1,0 +1,325 @@
+"""`gate()`: one gate run, from input files to a complete output directory.
+
+The run evaluates the ledger as of a signed checkpoint: a fresh one when the ledger
+has a signing key, else the latest one stored. Only events recorded up to that
+checkpoint count, so the run can be replayed exactly (`gate.replay`).
+
+Outputs are written to a hidden sibling directory (`.NAME.tmp-*`) and renamed to
+`out` only when complete, so a crash or Ctrl-C never leaves a directory that looks
+like a finished run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from consentgate.domain.errors import InputError, StorageError, UnknownPurposeError
+from consentgate.domain.policy import Policy
+from consentgate.domain.timeutil import format_ts
+from consentgate.gate.engine import DuckDBGate, scan_sql
+from consentgate.gate.inputs import (
+    InputFile,
+    check_parquet,
+    display_path,
+    find_inputs,
+    sha256_file,
+    stage_text_inputs,
+)
+from consentgate.gate.manifest import MANIFEST_VERSION, write_manifest
+from consentgate.gate.options import Columns, GateOptions
+from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns
+from consentgate.gate.subjects import add_aliases, load_subjects, unnamed_members
+from consentgate.ledger.checkpoint import _parse_body, _split_note  # the note's own parser
+from consentgate.ledger.duckscan import attach_ledger
+from consentgate.ledger.sealing import pseudonym
+from consentgate.ledger.store import Ledger, open_ledger
+
+__all__ = ["GateResult", "LedgerPoint", "gate"]
+
+Progress = Callable[[str], None]
+DATA_FILE = "data/part-00000.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPoint:
+    """The signed checkpoint a run evaluates against."""
+
+    size: int
+    root: str  # base64, as in the signed note
+    origin: str
+    note: str
+
+    @classmethod
+    def of_note(cls, note: str) -> LedgerPoint:
+        body, _ = _split_note(note)
+        cp = _parse_body(body)
+        return cls(cp.size, base64.b64encode(cp.root).decode(), cp.origin, note)
+
+
+@dataclass(slots=True)
+class GateResult:
+    """A finished run: its directory and manifest; `kept_positions` (when asked
+    for) lists each kept record as (input file index, row)."""
+
+    out: Path
+    manifest: dict[str, Any]
+    kept_positions: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _no_progress(step: str) -> None:
+    pass
+
+
+def ledger_point(ledger: Ledger) -> LedgerPoint:
+    """A fresh signed checkpoint if the ledger can sign, else the latest stored."""
+    if ledger.signer is not None:
+        return LedgerPoint.of_note(ledger.checkpoint())
+    note = ledger.latest_checkpoint()
+    if note is None:
+        raise StorageError(
+            "the ledger has no signed checkpoint to gate against: open it with its signing"
+            " key (--signing-key) or run `consentgate checkpoint` first"
+        )
+    return LedgerPoint.of_note(note)
+
+
+def purpose_policy(ledger: Ledger, purpose: str, at: datetime) -> Policy:
+    policy = ledger.policy_at(at)
+    if purpose not in policy.purposes:
+        raise UnknownPurposeError("purpose", "one of " + ", ".join(sorted(policy.purposes)), purpose)
+    return policy
+
+
+def connect_duckdb(scratch: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB bounded in memory, spilling to `scratch`."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    limit = os.environ.get("CONSENTGATE_GATE_MEMORY", "1GB")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"SET memory_limit = '{limit}'")
+    con.execute(f"SET temp_directory = '{str(scratch).replace(chr(39), chr(39) * 2)}'")
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+@contextmanager
+def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A scratch directory renamed to `out` when the block completes, removed if not."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError("--out", "a directory that does not exist yet (or --overwrite)", str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+        _fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def prepare(
+    con: duckdb.DuckDBPyConnection,
+    ledger: Ledger,
+    files: Sequence[InputFile],
+    names: Sequence[str],
+    options: GateOptions,
+    policy: Policy,
+    point: LedgerPoint,
+    scratch: Path,
+    progress: Progress,
+) -> DuckDBGate:
+    """Stage and check the inputs, load the ledger side: a gate ready to decide."""
+    if any(f.kind != "parquet" for f in files):
+        progress("staging text input as Parquet")
+        stage_text_inputs(con, files, scratch, options.columns.time)
+    else:
+        check_parquet(files)
+    engine = _engine(con, files, names, options)
+    engine.check_naive_times()
+    progress("reading the ledger")
+    try:
+        attach_ledger(con, ledger.engine)
+        load_subjects(
+            con, policy=policy, purpose=options.purpose, at=options.as_of, upto=point.size
+        )
+    except duckdb.Error as err:
+        raise StorageError(f"DuckDB could not scan the ledger: {err}") from err
+    if unnamed_members(con):
+        # Erased members have no id in the ledger any more: their records are
+        # recognised by pseudonym, computed for the ids no member answers to.
+        secret = ledger.secret
+        add_aliases(con, {s: pseudonym(secret, s) for s in engine.unmatched_subjects()})
+    return engine
+
+
+def _engine(
+    con: duckdb.DuckDBPyConnection,
+    files: Sequence[InputFile],
+    names: Sequence[str],
+    options: GateOptions,
+) -> DuckDBGate:
+    scans = [f.scan for f in files]
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {scan_sql(scans)}").fetchall()
+    except duckdb.Error as err:
+        raise InputError("input", "Parquet files with one schema", str(err)) from None
+    schema = {name: dtype for name, dtype, *_ in described}
+    schema.pop(FILE_COL, None)
+    schema.pop(ROW_COL, None)
+    cols = RecordColumns.check(schema, options, [str(s) for s in scans])
+    return DuckDBGate(con, scans, names, cols)
+
+
+def gate(
+    input: str | Path | Sequence[str | Path],
+    *,
+    ledger: Ledger | str,
+    purpose: str,
+    out: str | Path,
+    as_of: datetime | None = None,
+    columns: Columns | None = None,
+    source: str | None = None,
+    naive_timestamps: str | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    signing_key: str | Path | None = None,
+) -> GateResult:
+    """Gate `input` for `purpose` as of `as_of` (default now) against `ledger`
+    (a `Ledger` or a database URL), writing DESIGN §5's outputs to `out`."""
+    say = progress or _no_progress
+    options = GateOptions(
+        purpose=purpose,
+        as_of=(as_of or datetime.now(UTC)),
+        columns=columns or Columns(),
+        source=source,
+        naive_timestamps=naive_timestamps,
+    )
+    if isinstance(ledger, str):
+        with open_ledger(ledger, create=False, signing_key=signing_key) as opened:
+            return _gate(input, opened, options, Path(out), overwrite, say)
+    return _gate(input, ledger, options, Path(out), overwrite, say)
+
+
+def _gate(
+    input: str | Path | Sequence[str | Path],
+    ledger: Ledger,
+    options: GateOptions,
+    out: Path,
+    overwrite: bool,
+    say: Progress,
+) -> GateResult:
+    policy = purpose_policy(ledger, options.purpose, options.as_of)
+    files = find_inputs(input)
+    names = [display_path(f.path) for f in files]
+    if out.exists() and not overwrite:
+        raise InputError("--out", "a directory that does not exist yet (or --overwrite)", str(out))
+    point = ledger_point(ledger)
+    with atomic_dir(out, overwrite) as tmp, ThreadPoolExecutor(1) as hasher:
+        scratch = tmp / ".scratch"
+        scratch.mkdir()
+        hashes: list[Future[str]] = [hasher.submit(sha256_file, f.path) for f in files]
+        con = connect_duckdb(scratch)
+        try:
+            engine = prepare(con, ledger, files, names, options, policy, point, scratch, say)
+            say("deciding every record")
+            engine.decide(policy, options.purpose, options.as_of)
+            counts = engine.counts()
+            subjects_in, subjects_kept = engine.subject_counts()
+            say("writing exclusions and contributors")
+            engine.write_exclusions(tmp / "exclusions.parquet")
+            engine.write_contributors(tmp / "contributors.parquet")
+            say("writing the kept records")
+            (tmp / "data").mkdir()
+            engine.write_data(tmp / DATA_FILE)
+        finally:
+            con.close()
+        shutil.rmtree(scratch)
+        say("hashing inputs and outputs")
+        outputs = [DATA_FILE, "exclusions.parquet", "contributors.parquet"]
+        out_hashes = [hasher.submit(sha256_file, tmp / p) for p in outputs]
+        manifest = _manifest(
+            options,
+            policy,
+            point,
+            inputs=[
+                {"path": n, "sha256": h.result(), "rows": f.rows}
+                for n, f, h in zip(names, files, hashes, strict=True)
+            ],
+            outputs=[
+                {
+                    "path": p,
+                    "sha256": h.result(),
+                    "rows": pq.ParquetFile(tmp / p).metadata.num_rows,
+                }
+                for p, h in zip(outputs, out_hashes, strict=True)
+            ],
+            counts=counts,
+            subjects=(subjects_in, subjects_kept),
+        )
+        write_manifest(tmp / "manifest.json", manifest)
+    return GateResult(out=out, manifest=manifest)
+
+
+def _manifest(
+    options: GateOptions,
+    policy: Policy,
+    point: LedgerPoint,
+    *,
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    counts: dict[str, int],
+    subjects: tuple[int, int],
+) -> dict[str, Any]:
+    kept = counts["consented"] + counts["default_allowed"]
+    total = sum(counts.values())
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "run_id": uuid.uuid4().hex,
+        "purpose": options.purpose,
+        "as_of": format_ts(options.as_of),
+        "created_at": format_ts(datetime.now(UTC)),
+        "engine": "duckdb",
+        "policy": {"version": policy.version, "sha256": policy.sha256},
+        "ledger": {
+            "size": point.size,
+            "root": point.root,
+            "origin": point.origin,
+            "checkpoint": point.note,
+        },
+        "inputs": inputs,
+        "outputs": outputs,
+        "rows": {"input": total, "kept": kept, "excluded": total - kept},
+        "reasons": counts,
+        "subjects": {"input": subjects[0], "kept": subjects[1]},
+        "options": options.as_manifest(),
+    }
