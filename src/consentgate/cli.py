@@ -15,7 +15,14 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from consentgate.domain.errors import ConsentGateError, InputError, PolicyError
@@ -425,6 +432,122 @@ def verify_proof(
             err.print(f"[bold red]PROOF FAILS[/]: {exc}", highlight=False)
             raise typer.Exit(1) from None
     out.print(f"[green]proof holds[/]: {claim}", highlight=False)
+
+
+@app.command("gate")
+def gate_command(
+    input: Annotated[
+        list[str] | None,
+        typer.Argument(help="Parquet file, directory or glob; JSON Lines or CSV file."),
+    ] = None,
+    purpose: Annotated[str | None, typer.Option(help="Purpose, e.g. ai_training.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Evaluation time T (ISO 8601 with timezone) [default: now].")
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (must not exist).")] = None,
+    subject_col: Annotated[str, typer.Option(help="Column of member ids.")] = "subject_id",
+    time_col: Annotated[str, typer.Option(help="Column of collection times.")] = "collected_at",
+    id_col: Annotated[
+        str | None, typer.Option(help="Column of record ids [default: file and row number].")
+    ] = None,
+    source_col: Annotated[str, typer.Option(help="Column of record sources.")] = "source",
+    sensitive_col: Annotated[str, typer.Option(help="Column of sensitive flags.")] = "sensitive",
+    source: Annotated[
+        str | None, typer.Option(help="Source of every record (overrides --source-col).")
+    ] = None,
+    naive_timestamps: Annotated[
+        str | None,
+        typer.Option("--naive-timestamps", help="'utc': read times without a timezone as UTC."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="Re-evaluate the run of this manifest.json and report differences."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Gate a dataset: keep the records that may be used for PURPOSE, write the
+    exclusions with their reasons, the contributors and a manifest to --out."""
+    from consentgate.gate import Columns, gate
+    from consentgate.gate.report import reason_table
+
+    with errors_as_exit():
+        if replay is not None:
+            _replay(replay, as_json)
+            return
+        if not input:
+            raise InputError("INPUT", "a dataset file, directory or glob (or --replay)", "nothing")
+        if purpose is None:
+            raise InputError("--purpose", "a purpose, e.g. ai_training", "nothing")
+        if out_dir is None:
+            raise InputError("--out", "an output directory", "nothing")
+        when = parse_at(as_of, "--as-of")
+        columns = Columns(
+            subject=subject_col, time=time_col, id=id_col, source=source_col, sensitive=sensitive_col
+        )
+        led = ledger()
+        visible = not as_json and err.is_terminal
+        with _steps(visible) as step:
+            result = gate(
+                input,
+                ledger=led,
+                purpose=purpose,
+                out=out_dir,
+                as_of=when,
+                columns=columns,
+                source=source,
+                naive_timestamps=naive_timestamps,
+                overwrite=overwrite,
+                progress=step,
+            )
+    m = result.manifest
+    if as_json:
+        emit_json(m)
+        return
+    out.print(reason_table(m))
+    rows = m["rows"]
+    out.print(
+        f"kept {rows['kept']:,} of {rows['input']:,} records ({m['subjects']['kept']:,} of "
+        f"{m['subjects']['input']:,} members) · ledger checkpoint {m['ledger']['size']:,} · "
+        f"policy {m['policy']['version']} · written to {result.out}/",
+        highlight=False,
+    )
+    print_replay_hint(result.out)
+
+
+def print_replay_hint(run: Path) -> None:
+    out.print(
+        f"check it later: consentgate gate --replay {run}/manifest.json", highlight=False
+    )
+
+
+def _replay(manifest: Path, as_json: bool) -> None:
+    from consentgate.gate.replay import replay as run_replay
+    from consentgate.gate.report import print_replay, replay_json
+
+    report = run_replay(manifest, ledger())
+    if as_json:
+        emit_json(replay_json(report))
+    else:
+        print_replay(out, report)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _steps(visible: bool) -> Iterator[Callable[[str], None]]:
+    """A Rich progress display naming the gate's current step."""
+    from consentgate.gate.run import STEPS
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not visible) as bar:
+        task = bar.add_task("gate", total=len(STEPS))
+
+        def step(name: str) -> None:
+            done = STEPS.index(name) if name in STEPS else 0
+            bar.update(task, completed=done, description=name)
+
+        yield step
 
 
 @app.command()

@@ -22,7 +22,7 @@ from consentgate.domain.errors import InputError
 from consentgate.domain.policy import MODE_RANK, Policy
 from consentgate.domain.timeutil import to_micros
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns, default_record_id
-from consentgate.gate.subjects import CODE
+from consentgate.gate.subjects import CODE, SUBJECT_FIELDS, pseudonym_sql
 
 __all__ = ["DuckDBGate", "scan_sql"]
 
@@ -52,7 +52,9 @@ def _opt_out_tail(policy: Policy, purpose: str, at: datetime, c_us: str) -> str:
     )
 
 
-def reason_sql(cols: RecordColumns, policy: Policy, purpose: str, at: datetime) -> str:
+def reason_sql(
+    cols: RecordColumns, policy: Policy, purpose: str, at: datetime, secret: bytes
+) -> tuple[str, str]:
     """SELECT of (pos, subject, record_id, ps, reason) for every scanned record."""
     t = to_micros(at)
     sources = policy.purposes[purpose].eligible_sources
@@ -63,6 +65,7 @@ def reason_sql(cols: RecordColumns, policy: Policy, purpose: str, at: datetime) 
         source_bad = f"(r.source IS NULL OR r.source NOT IN ({allowed}))"
     excluded, opt_in = MODE_RANK["excluded"], MODE_RANK["opt_in"]
     record_id = f", {cols.record_id} AS record_id" if cols.record_id else ""
+    members = ", ".join(f"COALESCE(n.{f}, u.{f}) AS {f}" for f in SUBJECT_FIELDS)
     return f"""
 SELECT r.pos, r.subject{", r.record_id" if cols.record_id else ""}, s.ps,
   CAST(CASE
@@ -83,7 +86,10 @@ FROM (
     {cols.source} AS source, {cols.sensitive} AS sensitive{record_id}
   FROM {{scan}}
 ) r
-LEFT JOIN cg_subj s ON s.key = r.subject
+LEFT JOIN cg_subj n ON n.key = r.subject
+LEFT JOIN cg_unnamed u ON u.ps = CASE WHEN n.ps IS NULL AND r.subject <> ''
+  THEN {pseudonym_sql(secret, "r.subject")} END
+CROSS JOIN LATERAL (SELECT {members}) s
 LEFT JOIN cg_moves m ON m.ps = s.ps AND r.c_us >= m.from_us AND r.c_us < m.to_us
 """, f"""
 COALESCE(early, CASE WHEN mode = {opt_in} THEN
@@ -125,18 +131,12 @@ class DuckDBGate:
                 f"a time without timezone at {place}",
             )
 
-    def unmatched_subjects(self) -> list[str]:
-        """Distinct record subject ids that name no member of the snapshot."""
-        rows = self.con.execute(
-            f"SELECT DISTINCT s FROM (SELECT {self.cols.subject} AS s FROM {self.scan}) "
-            "WHERE s IS NOT NULL AND s <> '' AND s NOT IN (SELECT key FROM cg_subj WHERE key IS NOT NULL)"
-        ).fetchall()
-        return [s for (s,) in rows]
-
-    def decide(self, policy: Policy, purpose: str, at: datetime, *, every_id: bool = False) -> None:
+    def decide(
+        self, policy: Policy, purpose: str, at: datetime, secret: bytes, *, every_id: bool = False
+    ) -> None:
         """Create `cg_decided` (pos, reason, ps, subject, record_id): subject and
         record id are kept for excluded records only, unless `every_id`."""
-        inner, final = reason_sql(self.cols, policy, purpose, at)
+        inner, final = reason_sql(self.cols, policy, purpose, at, secret)
         inner = inner.replace("{scan}", self.scan)
         keep_all = "true" if every_id else f"reason NOT IN {KEPT}"
         record_id = "record_id" if self.cols.record_id else "CAST(NULL AS VARCHAR)"

@@ -41,15 +41,23 @@ from consentgate.gate.inputs import (
 from consentgate.gate.manifest import MANIFEST_VERSION, write_manifest
 from consentgate.gate.options import Columns, GateOptions
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns
-from consentgate.gate.subjects import add_aliases, load_subjects, unnamed_members
+from consentgate.gate.subjects import load_subjects
 from consentgate.ledger.checkpoint import _parse_body, _split_note  # the note's own parser
 from consentgate.ledger.duckscan import attach_ledger
-from consentgate.ledger.sealing import pseudonym
 from consentgate.ledger.store import Ledger, open_ledger
 
-__all__ = ["GateResult", "LedgerPoint", "gate"]
+__all__ = ["STEPS", "GateResult", "LedgerPoint", "gate"]
 
 Progress = Callable[[str], None]
+#: The steps a run reports to `progress`, in order.
+STEPS = (
+    "staging text input as Parquet",
+    "reading the ledger",
+    "deciding every record",
+    "writing exclusions and contributors",
+    "writing the kept records",
+    "hashing inputs and outputs",
+)
 DATA_FILE = "data/part-00000.parquet"
 
 
@@ -174,11 +182,6 @@ def prepare(
         )
     except duckdb.Error as err:
         raise StorageError(f"DuckDB could not scan the ledger: {err}") from err
-    if unnamed_members(con):
-        # Erased members have no id in the ledger any more: their records are
-        # recognised by pseudonym, computed for the ids no member answers to.
-        secret = ledger.secret
-        add_aliases(con, {s: pseudonym(secret, s) for s in engine.unmatched_subjects()})
     return engine
 
 
@@ -252,7 +255,7 @@ def _gate(
         try:
             engine = prepare(con, ledger, files, names, options, policy, point, scratch, say)
             say("deciding every record")
-            engine.decide(policy, options.purpose, options.as_of)
+            engine.decide(policy, options.purpose, options.as_of, ledger.secret)
             counts = engine.counts()
             subjects_in, subjects_kept = engine.subject_counts()
             say("writing exclusions and contributors")

@@ -10,6 +10,8 @@ the member and T is settled there, once, so the per-record query is a join and a
              midnight, at which the member is no longer a minor), mode_t / honor_t
              (mode rank and GPC of region(T)), latest / latest_gpc (the reason of the
              latest choice without and with GPC counted), invalidated.
+``cg_unnamed`` the same for members whose id was erased (key NULL), found by
+             pseudonym (`pseudonym_sql`).
 ``cg_moves`` only for members whose region events do not all share one (mode, GPC)
              outcome: intervals [from_us, to_us) of collection time with the mode and
              GPC of region(c) there. Everyone else has region(c) = region(T).
@@ -20,6 +22,7 @@ indices into `REASONS`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -31,9 +34,12 @@ from consentgate.domain.facts import CHOICE_RANK
 from consentgate.domain.policy import MODE_RANK, Policy
 from consentgate.domain.timeutil import to_micros
 
-__all__ = ["CODE", "load_subjects", "add_aliases"]
+__all__ = ["CODE", "SUBJECT_FIELDS", "load_subjects", "pseudonym_sql"]
 
 CODE = {reason: i for i, reason in enumerate(REASONS)}
+SUBJECT_FIELDS = (
+    "ps", "erased", "adult_from", "mode_t", "honor_t", "latest", "latest_gpc", "invalidated"
+)
 _NEVER = -(2**63)
 _ALWAYS = 2**63 - 1
 
@@ -139,6 +145,9 @@ SELECT f.name AS key, f.ps, f.erased,
   f.invalidated
 FROM cg_facts f JOIN cg_rules r ON r.region = COALESCE(f.region_t, '')
 """)
+    # Members whose id was erased, found by pseudonym.
+    con.execute("CREATE OR REPLACE TEMP TABLE cg_unnamed AS SELECT * FROM cg_subj WHERE key IS NULL")
+    con.execute("DELETE FROM cg_subj WHERE key IS NULL")
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE cg_moves AS
 WITH ev AS (
@@ -159,30 +168,17 @@ WINDOW w AS (PARTITION BY ps ORDER BY "at")
 """)
 
 
-def unnamed_members(con: duckdb.DuckDBPyConnection) -> int:
-    """How many members in the snapshot have no id any more (erased)."""
-    row = con.execute("SELECT count(*) FROM cg_subj WHERE key IS NULL").fetchone()
-    return int(row[0]) if row else 0
-
-
-def add_aliases(con: duckdb.DuckDBPyConnection, ids: dict[str, int]) -> int:
-    """Name erased members after the ids the records give them: `ids` maps record
-    subject ids to pseudonyms; those that are an unnamed member of the snapshot get
-    a row of their own in `cg_subj` under that id. Returns how many matched."""
-    if not ids:
-        return 0
-    table = pa.table(
-        {"key": list(ids), "ps": pa.array(list(ids.values()), pa.int64())}
+def pseudonym_sql(secret: bytes, text: str) -> str:
+    """SQL: `sealing.pseudonym(secret, text)` computed by DuckDB (HMAC-SHA256, the
+    first 8 bytes as a signed big-endian integer), for ids no named member answers
+    to: an erased member's records are recognised this way."""
+    key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
+    key = key.ljust(64, b"\0")
+    inner = bytes(b ^ 0x36 for b in key).hex()
+    outer = bytes(b ^ 0x5C for b in key).hex()
+    digest = f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({text}))))"
+    unsigned = f"CAST('0x' || left({digest}, 16) AS UBIGINT)"
+    return (
+        f"CAST(CAST({unsigned} AS HUGEINT) - CASE WHEN {unsigned} >= 9223372036854775808 "
+        "THEN 18446744073709551616 ELSE 0 END AS BIGINT)"
     )
-    con.register("cg_alias_arrow", table)
-    try:
-        before = con.execute("SELECT count(*) FROM cg_subj").fetchone()
-        con.execute("""
-INSERT INTO cg_subj
-SELECT a.key, s.* EXCLUDE (key) FROM cg_alias_arrow a JOIN cg_subj s
-  ON s.ps = a.ps AND s.key IS NULL
-""")
-        after = con.execute("SELECT count(*) FROM cg_subj").fetchone()
-    finally:
-        con.unregister("cg_alias_arrow")
-    return int(after[0]) - int(before[0]) if before and after else 0
