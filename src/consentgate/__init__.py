@@ -1,5 +1,6 @@
 """consentgate: decide which members' data may train AI models, enforce it, prove it."""
 
+from consentgate import gate
 from consentgate.domain.decide import REASONS, Decision, Record, decide
 from consentgate.errors import (
     ConsentGateError,
@@ -26,6 +27,7 @@ __all__ = [
     "StorageError",
     "UnknownPurposeError",
     "decide",
+    "gate",
     "open",
 ]
 

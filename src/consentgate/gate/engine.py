@@ -53,48 +53,61 @@ def _opt_out_tail(policy: Policy, purpose: str, at: datetime, c_us: str) -> str:
 
 
 def reason_sql(
-    cols: RecordColumns, policy: Policy, purpose: str, at: datetime, secret: bytes
-) -> tuple[str, str]:
-    """SELECT of (pos, subject, record_id, ps, reason) for every scanned record."""
+    cols: RecordColumns,
+    policy: Policy,
+    purpose: str,
+    at: datetime,
+    secret: bytes,
+    scan: str,
+    *,
+    passthrough: bool,
+) -> str:
+    """SELECT of every scanned record with its decision: `__cg_pos`, `__cg_subject`,
+    `__cg_rid` (the id column's value, if any), `__cg_ps` (pseudonym), `__cg_unnamed`
+    (the member has no id in the ledger any more) and `__cg_reason` (an index into
+    REASONS); with `passthrough`, the input's own columns first."""
     t = to_micros(at)
     sources = policy.purposes[purpose].eligible_sources
     if sources is None:
         source_bad = "false"
     else:
         allowed = ", ".join(_lit(s) for s in sorted(sources)) or "NULL"
-        source_bad = f"(r.source IS NULL OR r.source NOT IN ({allowed}))"
+        source_bad = f"(r.__cg_source IS NULL OR r.__cg_source NOT IN ({allowed}))"
     excluded, opt_in = MODE_RANK["excluded"], MODE_RANK["opt_in"]
-    record_id = f", {cols.record_id} AS record_id" if cols.record_id else ""
+    record_id = cols.record_id or "CAST(NULL AS VARCHAR)"
     members = ", ".join(f"COALESCE(n.{f}, u.{f}) AS {f}" for f in SUBJECT_FIELDS)
-    return f"""
-SELECT r.pos, r.subject{", r.record_id" if cols.record_id else ""}, s.ps,
-  CAST(CASE
-    WHEN r.subject IS NULL OR r.subject = '' THEN {CODE["missing_subject"]}
-    WHEN r.c_us IS NULL OR r.c_us > {t} THEN {CODE["invalid_record"]}
+    inputs = f"t.* EXCLUDE ({FILE_COL}, {ROW_COL}), " if passthrough else ""
+    mode = "greatest(COALESCE(m.mode, s.mode_t), s.mode_t)"
+    early = f"""CASE
+    WHEN r.__cg_subject IS NULL OR r.__cg_subject = '' THEN {CODE["missing_subject"]}
+    WHEN r.__cg_c IS NULL OR r.__cg_c > {t} THEN {CODE["invalid_record"]}
     WHEN s.ps IS NULL THEN {CODE["unknown_subject"]}
     WHEN s.erased THEN {CODE["erased"]}
-    WHEN r.c_us < s.adult_from THEN {CODE["minor"]}
-    WHEN greatest(COALESCE(m.mode, s.mode_t), s.mode_t) = {excluded} THEN {CODE["region_excluded"]}
+    WHEN r.__cg_c < s.adult_from THEN {CODE["minor"]}
+    WHEN {mode} = {excluded} THEN {CODE["region_excluded"]}
     WHEN {source_bad} THEN {CODE["source_not_eligible"]}
     WHEN s.honor_t OR COALESCE(m.honor, false) THEN
-      COALESCE(s.latest_gpc, CASE WHEN r.sensitive THEN {CODE["sensitive"]} END)
-    ELSE COALESCE(s.latest, CASE WHEN r.sensitive THEN {CODE["sensitive"]} END)
-  END AS UTINYINT) AS early,
-  greatest(COALESCE(m.mode, s.mode_t), s.mode_t) AS mode, s.invalidated, r.c_us
+      COALESCE(s.latest_gpc, CASE WHEN r.__cg_sensitive THEN {CODE["sensitive"]} END)
+    ELSE COALESCE(s.latest, CASE WHEN r.__cg_sensitive THEN {CODE["sensitive"]} END)
+  END"""
+    late = f"""CASE WHEN {mode} = {opt_in} THEN
+    CASE WHEN s.invalidated THEN {CODE["reconsent_required"]} ELSE {CODE["no_consent"]} END
+    ELSE {_opt_out_tail(policy, purpose, at, "r.__cg_c")} END"""
+    return f"""
+SELECT r.* EXCLUDE (__cg_c, __cg_source, __cg_sensitive), s.ps AS __cg_ps,
+  n.ps IS NULL AS __cg_unnamed,
+  CAST(COALESCE({early}, {late}) AS UTINYINT) AS __cg_reason
 FROM (
-  SELECT {cols.pos} AS pos, {cols.subject} AS subject, {cols.time_us} AS c_us,
-    {cols.source} AS source, {cols.sensitive} AS sensitive{record_id}
-  FROM {{scan}}
+  SELECT {inputs}{cols.pos} AS __cg_pos, {cols.subject} AS __cg_subject,
+    {cols.time_us} AS __cg_c, {cols.source} AS __cg_source,
+    {cols.sensitive} AS __cg_sensitive, {record_id} AS __cg_rid
+  FROM {scan} t
 ) r
-LEFT JOIN cg_subj n ON n.key = r.subject
-LEFT JOIN cg_unnamed u ON u.ps = CASE WHEN n.ps IS NULL AND r.subject <> ''
-  THEN {pseudonym_sql(secret, "r.subject")} END
+LEFT JOIN cg_subj n ON n.key = r.__cg_subject
+LEFT JOIN cg_unnamed u ON u.ps = CASE WHEN n.ps IS NULL AND r.__cg_subject <> ''
+  THEN {pseudonym_sql(secret, "r.__cg_subject")} END
 CROSS JOIN LATERAL (SELECT {members}) s
-LEFT JOIN cg_moves m ON m.ps = s.ps AND r.c_us >= m.from_us AND r.c_us < m.to_us
-""", f"""
-COALESCE(early, CASE WHEN mode = {opt_in} THEN
-  CASE WHEN invalidated THEN {CODE["reconsent_required"]} ELSE {CODE["no_consent"]} END
-  ELSE {_opt_out_tail(policy, purpose, at, "c_us")} END)
+LEFT JOIN cg_moves m ON m.ps = s.ps AND r.__cg_c >= m.from_us AND r.__cg_c < m.to_us
 """
 
 
@@ -131,37 +144,26 @@ class DuckDBGate:
                 f"a time without timezone at {place}",
             )
 
-    def decide(
-        self, policy: Policy, purpose: str, at: datetime, secret: bytes, *, every_id: bool = False
-    ) -> None:
-        """Create `cg_decided` (pos, reason, ps, subject, record_id): subject and
-        record id are kept for excluded records only, unless `every_id`."""
-        inner, final = reason_sql(self.cols, policy, purpose, at, secret)
-        inner = inner.replace("{scan}", self.scan)
-        keep_all = "true" if every_id else f"reason NOT IN {KEPT}"
-        record_id = "record_id" if self.cols.record_id else "CAST(NULL AS VARCHAR)"
+    def decide(self, policy: Policy, purpose: str, at: datetime, secret: bytes) -> None:
+        """Create `cg_decided` (pos, reason, ps, subject, record_id) for every record
+        (the replay compares it with a past run's exclusions)."""
+        query = reason_sql(self.cols, policy, purpose, at, secret, self.scan, passthrough=False)
         self.con.execute(f"""
 CREATE OR REPLACE TEMP TABLE cg_decided AS
-SELECT pos, reason, ps,
-  CASE WHEN {keep_all} THEN subject END AS subject,
-  CASE WHEN {keep_all} THEN {record_id} END AS record_id
-FROM (SELECT *, CAST({final} AS UTINYINT) AS reason FROM ({inner}))
+SELECT __cg_pos AS pos, __cg_reason AS reason, __cg_ps AS ps, __cg_subject AS subject,
+  __cg_rid AS record_id
+FROM ({query})
 """)
 
-    def counts(self) -> dict[str, int]:
-        rows = self.con.execute("SELECT reason, count(*) FROM cg_decided GROUP BY reason").fetchall()
-        found = {REASONS[code]: int(n) for code, n in rows}
-        return {reason: found.get(reason, 0) for reason in REASONS}
-
-    def subject_counts(self) -> tuple[int, int]:
-        """Distinct subjects among all records, and among kept records."""
-        row = self.con.execute(f"""
-SELECT count(DISTINCT ps) + count(DISTINCT subject) FILTER (WHERE ps IS NULL AND subject <> ''),
-  count(DISTINCT ps) FILTER (WHERE reason IN {KEPT})
-FROM cg_decided
-""").fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1])
+    def stream_sql(self, policy: Policy, purpose: str, at: datetime, secret: bytes) -> str:
+        """Every record, input columns first, with its decision and, when excluded,
+        its record id (`__cg_xid`): what `writer.write_outputs` consumes."""
+        query = reason_sql(self.cols, policy, purpose, at, secret, self.scan, passthrough=True)
+        default = default_record_id(self.names, "__cg_pos")
+        return f"""
+SELECT *, CASE WHEN __cg_reason NOT IN {KEPT} THEN COALESCE(__cg_rid, {default}) END AS __cg_xid
+FROM ({query})
+"""
 
     def record_ids_sql(self) -> str:
         """SELECT of (pos, record_id, subject_id, reason name) from `cg_decided`."""
@@ -169,30 +171,4 @@ FROM cg_decided
         return (
             f"SELECT pos, COALESCE(record_id, {default}) AS record_id, subject AS subject_id, "
             f"{_REASON_NAMES}[reason + 1] AS reason FROM cg_decided"
-        )
-
-    def write_exclusions(self, target: Path) -> None:
-        self.con.execute(f"""
-COPY (SELECT record_id, subject_id, reason FROM ({self.record_ids_sql()})
-      WHERE reason NOT IN ('consented', 'default_allowed') ORDER BY pos)
-TO {_lit(str(target))} (FORMAT parquet)
-""")
-
-    def write_contributors(self, target: Path) -> None:
-        self.con.execute(f"""
-COPY (SELECT DISTINCT s.key AS subject_id FROM cg_decided d JOIN cg_subj s USING (ps)
-      WHERE d.reason IN {KEPT} ORDER BY 1)
-TO {_lit(str(target))} (FORMAT parquet)
-""")
-
-    def kept_rows_sql(self) -> str:
-        """SELECT of the kept records, input columns only, in input order."""
-        return f"""
-SELECT t.* EXCLUDE ({FILE_COL}, {ROW_COL}) FROM {self.scan} t
-ANTI JOIN (SELECT pos FROM cg_decided WHERE reason NOT IN {KEPT}) x ON x.pos = {self.cols.pos}
-"""
-
-    def write_data(self, target: Path) -> None:
-        self.con.execute(
-            f"COPY ({self.kept_rows_sql()}) TO {_lit(str(target))} (FORMAT parquet)"
         )

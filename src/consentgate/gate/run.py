@@ -42,6 +42,7 @@ from consentgate.gate.manifest import MANIFEST_VERSION, write_manifest
 from consentgate.gate.options import Columns, GateOptions
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns
 from consentgate.gate.subjects import load_subjects
+from consentgate.gate.writer import write_outputs
 from consentgate.ledger.checkpoint import _parse_body, _split_note  # the note's own parser
 from consentgate.ledger.duckscan import attach_ledger
 from consentgate.ledger.store import Ledger, open_ledger
@@ -53,11 +54,10 @@ Progress = Callable[[str], None]
 STEPS = (
     "staging text input as Parquet",
     "reading the ledger",
-    "deciding every record",
-    "writing exclusions and contributors",
-    "writing the kept records",
-    "hashing inputs and outputs",
+    "deciding and writing every record",
+    "hashing inputs",
 )
+_BATCH = 64 * 1024  # records a batch from DuckDB to the writer
 DATA_FILE = "data/part-00000.parquet"
 
 
@@ -79,12 +79,12 @@ class LedgerPoint:
 
 @dataclass(slots=True)
 class GateResult:
-    """A finished run: its directory and manifest; `kept_positions` (when asked
-    for) lists each kept record as (input file index, row)."""
+    """A finished run: its directory and manifest; `kept_rows` (when asked for)
+    lists each kept record as (input file index, row), in input order."""
 
     out: Path
     manifest: dict[str, Any]
-    kept_positions: list[tuple[int, int]] = field(default_factory=list)
+    kept_rows: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _no_progress(step: str) -> None:
@@ -216,9 +216,14 @@ def gate(
     overwrite: bool = False,
     progress: Progress | None = None,
     signing_key: str | Path | None = None,
+    input_names: Sequence[str] | None = None,
+    kept_rows: bool = False,
 ) -> GateResult:
     """Gate `input` for `purpose` as of `as_of` (default now) against `ledger`
-    (a `Ledger` or a database URL), writing DESIGN §5's outputs to `out`."""
+    (a `Ledger` or a database URL), writing DESIGN §5's outputs to `out`.
+
+    `input_names`: how the manifest and default record ids name the input files
+    (default: their paths); `kept_rows`: also return the kept rows' positions."""
     say = progress or _no_progress
     options = GateOptions(
         purpose=purpose,
@@ -229,8 +234,8 @@ def gate(
     )
     if isinstance(ledger, str):
         with open_ledger(ledger, create=False, signing_key=signing_key) as opened:
-            return _gate(input, opened, options, Path(out), overwrite, say)
-    return _gate(input, ledger, options, Path(out), overwrite, say)
+            return _gate(input, opened, options, Path(out), overwrite, say, input_names, kept_rows)
+    return _gate(input, ledger, options, Path(out), overwrite, say, input_names, kept_rows)
 
 
 def _gate(
@@ -240,10 +245,14 @@ def _gate(
     out: Path,
     overwrite: bool,
     say: Progress,
+    input_names: Sequence[str] | None,
+    want_rows: bool,
 ) -> GateResult:
     policy = purpose_policy(ledger, options.purpose, options.as_of)
     files = find_inputs(input)
-    names = [display_path(f.path) for f in files]
+    names = list(input_names) if input_names else [display_path(f.path) for f in files]
+    if len(names) != len(files):
+        raise InputError("input_names", f"{len(files)} names, one per input file", len(names))
     if out.exists() and not overwrite:
         raise InputError("--out", "a directory that does not exist yet (or --overwrite)", str(out))
     point = ledger_point(ledger)
@@ -254,22 +263,19 @@ def _gate(
         con = connect_duckdb(scratch)
         try:
             engine = prepare(con, ledger, files, names, options, policy, point, scratch, say)
-            say("deciding every record")
-            engine.decide(policy, options.purpose, options.as_of, ledger.secret)
-            counts = engine.counts()
-            subjects_in, subjects_kept = engine.subject_counts()
-            say("writing exclusions and contributors")
-            engine.write_exclusions(tmp / "exclusions.parquet")
-            engine.write_contributors(tmp / "contributors.parquet")
-            say("writing the kept records")
+            say("deciding and writing every record")
+            query = engine.stream_sql(policy, options.purpose, options.as_of, ledger.secret)
             (tmp / "data").mkdir()
-            engine.write_data(tmp / DATA_FILE)
+            try:
+                reader = con.execute(query).to_arrow_reader(_BATCH)
+                written = write_outputs(reader, reader.schema, tmp, DATA_FILE, want_positions=want_rows)
+            except duckdb.Error as err:
+                raise InputError("input", "records DuckDB can read", str(err)) from None
         finally:
             con.close()
         shutil.rmtree(scratch)
-        say("hashing inputs and outputs")
+        say("hashing inputs")
         outputs = [DATA_FILE, "exclusions.parquet", "contributors.parquet"]
-        out_hashes = [hasher.submit(sha256_file, tmp / p) for p in outputs]
         manifest = _manifest(
             options,
             policy,
@@ -279,18 +285,14 @@ def _gate(
                 for n, f, h in zip(names, files, hashes, strict=True)
             ],
             outputs=[
-                {
-                    "path": p,
-                    "sha256": h.result(),
-                    "rows": pq.ParquetFile(tmp / p).metadata.num_rows,
-                }
-                for p, h in zip(outputs, out_hashes, strict=True)
+                {"path": p, "sha256": written.hashes[p], "rows": written.rows[p]} for p in outputs
             ],
-            counts=counts,
-            subjects=(subjects_in, subjects_kept),
+            counts=written.counts,
+            subjects=(written.subjects_in, written.subjects_kept),
         )
         write_manifest(tmp / "manifest.json", manifest)
-    return GateResult(out=out, manifest=manifest)
+    rows = [(pos >> 40, pos & ((1 << 40) - 1)) for pos in written.kept_positions]
+    return GateResult(out=out, manifest=manifest, kept_rows=rows)
 
 
 def _manifest(

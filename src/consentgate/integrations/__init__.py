@@ -1,0 +1,1 @@
+"""Adapters that put the gate where datasets already live (Hugging Face `datasets`)."""
