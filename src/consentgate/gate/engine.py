@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from consentgate.domain.decide import ALLOWED_REASONS, REASONS
 from consentgate.domain.errors import InputError
@@ -75,39 +76,41 @@ def reason_sql(
         source_bad = f"(r.__cg_source IS NULL OR r.__cg_source NOT IN ({allowed}))"
     excluded, opt_in = MODE_RANK["excluded"], MODE_RANK["opt_in"]
     record_id = cols.record_id or "CAST(NULL AS VARCHAR)"
-    members = ", ".join(f"COALESCE(n.{f}, u.{f}) AS {f}" for f in SUBJECT_FIELDS)
+    members = ", ".join(f"COALESCE(n.{f}, u.{f}) AS __cg_{f}" for f in SUBJECT_FIELDS)
     inputs = f"t.* EXCLUDE ({FILE_COL}, {ROW_COL}), " if passthrough else ""
-    mode = "greatest(COALESCE(m.mode, s.mode_t), s.mode_t)"
+    helpers = ", ".join(f"__cg_{f}" for f in SUBJECT_FIELDS if f != "ps")
+    mode = "greatest(COALESCE(m.mode, r.__cg_mode_t), r.__cg_mode_t)"
     early = f"""CASE
     WHEN r.__cg_subject IS NULL OR r.__cg_subject = '' THEN {CODE["missing_subject"]}
     WHEN r.__cg_c IS NULL OR r.__cg_c > {t} THEN {CODE["invalid_record"]}
-    WHEN s.ps IS NULL THEN {CODE["unknown_subject"]}
-    WHEN s.erased THEN {CODE["erased"]}
-    WHEN r.__cg_c < s.adult_from THEN {CODE["minor"]}
+    WHEN r.__cg_ps IS NULL THEN {CODE["unknown_subject"]}
+    WHEN r.__cg_erased THEN {CODE["erased"]}
+    WHEN r.__cg_c < r.__cg_adult_from THEN {CODE["minor"]}
     WHEN {mode} = {excluded} THEN {CODE["region_excluded"]}
     WHEN {source_bad} THEN {CODE["source_not_eligible"]}
-    WHEN s.honor_t OR COALESCE(m.honor, false) THEN
-      COALESCE(s.latest_gpc, CASE WHEN r.__cg_sensitive THEN {CODE["sensitive"]} END)
-    ELSE COALESCE(s.latest, CASE WHEN r.__cg_sensitive THEN {CODE["sensitive"]} END)
+    WHEN r.__cg_honor_t OR COALESCE(m.honor, false) THEN
+      COALESCE(r.__cg_latest_gpc, CASE WHEN r.__cg_sensitive THEN {CODE["sensitive"]} END)
+    ELSE COALESCE(r.__cg_latest, CASE WHEN r.__cg_sensitive THEN {CODE["sensitive"]} END)
   END"""
     late = f"""CASE WHEN {mode} = {opt_in} THEN
-    CASE WHEN s.invalidated THEN {CODE["reconsent_required"]} ELSE {CODE["no_consent"]} END
+    CASE WHEN r.__cg_invalidated THEN {CODE["reconsent_required"]} ELSE {CODE["no_consent"]} END
     ELSE {_opt_out_tail(policy, purpose, at, "r.__cg_c")} END"""
     return f"""
-SELECT r.* EXCLUDE (__cg_c, __cg_source, __cg_sensitive), s.ps AS __cg_ps,
-  n.ps IS NULL AS __cg_unnamed,
+SELECT r.* EXCLUDE (__cg_c, __cg_source, __cg_sensitive, {helpers}),
   CAST(COALESCE({early}, {late}) AS UTINYINT) AS __cg_reason
 FROM (
-  SELECT {inputs}{cols.pos} AS __cg_pos, {cols.subject} AS __cg_subject,
-    {cols.time_us} AS __cg_c, {cols.source} AS __cg_source,
-    {cols.sensitive} AS __cg_sensitive, {record_id} AS __cg_rid
-  FROM {scan} t
+  SELECT r.*, n.ps IS NULL AS __cg_unnamed, {members}
+  FROM (
+    SELECT {inputs}{cols.pos} AS __cg_pos, {cols.subject} AS __cg_subject,
+      {cols.time_us} AS __cg_c, {cols.source} AS __cg_source,
+      {cols.sensitive} AS __cg_sensitive, {record_id} AS __cg_rid
+    FROM {scan} t
+  ) r
+  LEFT JOIN cg_subj n ON n.key = r.__cg_subject
+  LEFT JOIN cg_unnamed u ON u.ps = CASE WHEN n.ps IS NULL AND r.__cg_subject <> ''
+    THEN {pseudonym_sql(secret, "r.__cg_subject")} END
 ) r
-LEFT JOIN cg_subj n ON n.key = r.__cg_subject
-LEFT JOIN cg_unnamed u ON u.ps = CASE WHEN n.ps IS NULL AND r.__cg_subject <> ''
-  THEN {pseudonym_sql(secret, "r.__cg_subject")} END
-CROSS JOIN LATERAL (SELECT {members}) s
-LEFT JOIN cg_moves m ON m.ps = s.ps AND r.__cg_c >= m.from_us AND r.__cg_c < m.to_us
+LEFT JOIN cg_moves m ON m.ps = r.__cg_ps AND r.__cg_c >= m.from_us AND r.__cg_c < m.to_us
 """
 
 
@@ -156,14 +159,29 @@ FROM ({query})
 """)
 
     def stream_sql(self, policy: Policy, purpose: str, at: datetime, secret: bytes) -> str:
-        """Every record, input columns first, with its decision and, when excluded,
-        its record id (`__cg_xid`): what `writer.write_outputs` consumes."""
-        query = reason_sql(self.cols, policy, purpose, at, secret, self.scan, passthrough=True)
+        """Every record's position, member id and decision and, when excluded, its
+        record id (`__cg_xid`): what `writer.write_decisions` consumes."""
+        query = reason_sql(self.cols, policy, purpose, at, secret, self.scan, passthrough=False)
         default = default_record_id(self.names, "__cg_pos")
         return f"""
-SELECT *, CASE WHEN __cg_reason NOT IN {KEPT} THEN COALESCE(__cg_rid, {default}) END AS __cg_xid
+SELECT __cg_pos, __cg_subject, __cg_reason, CASE WHEN __cg_reason NOT IN {KEPT} THEN COALESCE(__cg_rid, {default}) END AS __cg_xid
 FROM ({query})
 """
+
+    def write_data(self, excluded: pa.Array, target: Path) -> int:
+        """Copy every record whose position is not in `excluded` to `target`, the
+        input's columns untouched; DuckDB reads and writes in parallel. Returns rows."""
+        self.con.register("cg_excluded_arrow", pa.table({"pos": excluded}))
+        try:
+            row = self.con.execute(f"""
+COPY (
+  SELECT t.* EXCLUDE ({FILE_COL}, {ROW_COL}) FROM {self.scan} t
+  ANTI JOIN cg_excluded_arrow x ON x.pos = {self.cols.pos}
+) TO {_lit(str(target))} (FORMAT parquet)
+""").fetchone()
+        finally:
+            self.con.unregister("cg_excluded_arrow")
+        return int(row[0]) if row else 0
 
     def record_ids_sql(self) -> str:
         """SELECT of (pos, record_id, subject_id, reason name) from `cg_decided`."""

@@ -42,7 +42,7 @@ from consentgate.gate.manifest import MANIFEST_VERSION, write_manifest
 from consentgate.gate.options import Columns, GateOptions
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns
 from consentgate.gate.subjects import load_subjects
-from consentgate.gate.writer import write_outputs
+from consentgate.gate.writer import write_decisions
 from consentgate.ledger.checkpoint import _parse_body, _split_note  # the note's own parser
 from consentgate.ledger.duckscan import attach_ledger
 from consentgate.ledger.store import Ledger, open_ledger
@@ -54,8 +54,9 @@ Progress = Callable[[str], None]
 STEPS = (
     "staging text input as Parquet",
     "reading the ledger",
-    "deciding and writing every record",
-    "hashing inputs",
+    "deciding every record",
+    "writing the kept records",
+    "hashing inputs and kept records",
 )
 _BATCH = 64 * 1024  # records a batch from DuckDB to the writer
 DATA_FILE = "data/part-00000.parquet"
@@ -263,18 +264,22 @@ def _gate(
         con = connect_duckdb(scratch)
         try:
             engine = prepare(con, ledger, files, names, options, policy, point, scratch, say)
-            say("deciding and writing every record")
+            say("deciding every record")
             query = engine.stream_sql(policy, options.purpose, options.as_of, ledger.secret)
             (tmp / "data").mkdir()
             try:
                 reader = con.execute(query).to_arrow_reader(_BATCH)
-                written = write_outputs(reader, reader.schema, tmp, DATA_FILE, want_positions=want_rows)
+                written = write_decisions(reader, reader.schema, tmp, want_positions=want_rows)
+                say("writing the kept records")
+                data_rows = engine.write_data(written.excluded_positions, tmp / DATA_FILE)
             except duckdb.Error as err:
                 raise InputError("input", "records DuckDB can read", str(err)) from None
         finally:
             con.close()
         shutil.rmtree(scratch)
-        say("hashing inputs")
+        say("hashing inputs and kept records")
+        written.hashes[DATA_FILE] = sha256_file(tmp / DATA_FILE)
+        written.rows[DATA_FILE] = data_rows
         outputs = [DATA_FILE, "exclusions.parquet", "contributors.parquet"]
         manifest = _manifest(
             options,

@@ -1,11 +1,12 @@
-"""The gate's one pass over the data: decided records in, every output out.
+"""The gate's decision pass: decided records in, exclusions and counts out.
 
-DuckDB streams the input joined to its decisions as Arrow record batches, in input
-order; each batch is split here, with Arrow compute (no Python per record), into
-kept records (the input's columns, to `data/`) and exclusions (record id, member
-id, reason), while reasons, members and contributors are counted. Each output is
-hashed as it is written, so nothing is read back. A second thread does the
-splitting and writing while DuckDB produces the next batches.
+DuckDB streams every record's decision (position, member id, reason, and for
+excluded records the record id) as narrow Arrow record batches; each batch is
+split here with Arrow compute (no Python per record): exclusions are written,
+reasons, members and contributors counted, and the excluded positions kept for
+the data pass (`DuckDBGate.write_data`). Each output is hashed as it is written,
+so nothing is read back. A second thread splits and writes while DuckDB produces
+the next batches.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 
 from consentgate.domain.decide import ALLOWED_REASONS, REASONS
 
-__all__ = ["Outputs", "write_outputs"]
+__all__ = ["Outputs", "write_decisions"]
 
 _KEPT = pa.array(sorted(REASONS.index(r) for r in ALLOWED_REASONS), pa.uint8())
 _REASON_NAMES = pa.array(REASONS, pa.string())
@@ -120,26 +121,25 @@ class Outputs:
     rows: dict[str, int]
     subjects_in: int
     subjects_kept: int
+    excluded_positions: pa.Array
     kept_positions: list[int] = field(default_factory=list)
 
 
-def write_outputs(
+def write_decisions(
     batches: Iterator[pa.RecordBatch],
     schema: pa.Schema,
     out: Path,
-    data_file: str,
     *,
     want_positions: bool = False,
 ) -> Outputs:
-    """Split decided batches (the input's columns, then `__cg_*` columns) into the
-    run's outputs under `out`."""
-    inputs = [i for i, name in enumerate(schema.names) if not name.startswith("__cg_")]
+    """Write exclusions.parquet and contributors.parquet under `out` from decided
+    batches (`__cg_pos`, `__cg_subject`, `__cg_reason`, `__cg_xid` columns)."""
     col = {name: i for i, name in enumerate(schema.names)}
-    data = _ParquetOut(out / data_file, pa.schema([schema.field(i) for i in inputs]))
     exclusions = _ParquetOut(out / "exclusions.parquet", _EXCLUSIONS)
     counts = [0] * len(REASONS)
     members, contributors = _Distinct(), _Distinct()
     positions: list[pa.Array] = []
+    excluded: list[pa.Array] = []
     work: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=4)
     failure: list[BaseException] = []
 
@@ -151,11 +151,11 @@ def write_outputs(
         subject = batch.column(col["__cg_subject"])
         members.add(subject)
         kept_batch = batch.filter(kept)
-        data.add(kept_batch.select(inputs))
         contributors.add(kept_batch.column(col["__cg_subject"]))
         if want_positions:
             positions.append(kept_batch.column(col["__cg_pos"]))
         gone = batch.filter(pc.invert(kept))
+        excluded.append(gone.column(col["__cg_pos"]))
         exclusions.add(
             pa.record_batch(
                 [
@@ -188,13 +188,13 @@ def write_outputs(
         worker.join()
     if failure:
         raise failure[0]
-    hashes = {data_file: data.close(), "exclusions.parquet": exclusions.close()}
+    hashes = {"exclusions.parquet": exclusions.close()}
     distinct_kept = contributors.result()
     ordered = pc.take(distinct_kept, pc.sort_indices(distinct_kept))
     contrib = _ParquetOut(out / "contributors.parquet", pa.schema([("subject_id", pa.string())]))
     contrib.add(pa.record_batch([ordered], names=["subject_id"]))
     hashes["contributors.parquet"] = contrib.close()
-    rows = {data_file: data.rows, "exclusions.parquet": exclusions.rows, "contributors.parquet": contrib.rows}
+    rows = {"exclusions.parquet": exclusions.rows, "contributors.parquet": contrib.rows}
     kept_positions = pa.concat_arrays(positions).to_pylist() if positions else []
     return Outputs(
         counts={r: counts[i] for i, r in enumerate(REASONS)},
@@ -202,5 +202,6 @@ def write_outputs(
         rows=rows,
         subjects_in=len(members.result()),
         subjects_kept=len(ordered),
+        excluded_positions=pa.concat_arrays(excluded) if excluded else pa.array([], pa.int64()),
         kept_positions=kept_positions,
     )
