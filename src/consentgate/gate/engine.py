@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 
 from consentgate.domain.decide import ALLOWED_REASONS, REASONS
 from consentgate.domain.errors import InputError
@@ -147,46 +146,77 @@ class DuckDBGate:
                 f"a time without timezone at {place}",
             )
 
-    def decide(self, policy: Policy, purpose: str, at: datetime, secret: bytes) -> None:
-        """Create `cg_decided` (pos, reason, ps, subject, record_id) for every record
-        (the replay compares it with a past run's exclusions)."""
+    def decide(
+        self, policy: Policy, purpose: str, at: datetime, secret: bytes, *, every_id: bool = False
+    ) -> None:
+        """Create `cg_decided` (pos, reason, ps, subject, record_id) for every record.
+        Member and record ids are kept for excluded records (the exclusions), and
+        the member id for members without an id in the ledger (the contributors);
+        `every_id` keeps both for every record (the replay compares them)."""
         query = reason_sql(self.cols, policy, purpose, at, secret, self.scan, passthrough=False)
+        default = default_record_id(self.names, "__cg_pos")
+        wanted = "true" if every_id else f"__cg_reason NOT IN {KEPT}"
         self.con.execute(f"""
 CREATE OR REPLACE TEMP TABLE cg_decided AS
-SELECT __cg_pos AS pos, __cg_reason AS reason, __cg_ps AS ps, __cg_subject AS subject,
-  __cg_rid AS record_id
+SELECT __cg_pos AS pos, __cg_reason AS reason, __cg_ps AS ps,
+  CASE WHEN {wanted} OR __cg_unnamed THEN __cg_subject END AS subject,
+  CASE WHEN {wanted} THEN COALESCE(__cg_rid, {default}) END AS record_id
 FROM ({query})
 """)
 
-    def stream_sql(self, policy: Policy, purpose: str, at: datetime, secret: bytes) -> str:
-        """Every record's position, member id and decision and, when excluded, its
-        record id (`__cg_xid`): what `writer.write_decisions` consumes."""
-        query = reason_sql(self.cols, policy, purpose, at, secret, self.scan, passthrough=False)
-        default = default_record_id(self.names, "__cg_pos")
-        return f"""
-SELECT __cg_pos, __cg_subject, __cg_reason, CASE WHEN __cg_reason NOT IN {KEPT} THEN COALESCE(__cg_rid, {default}) END AS __cg_xid
-FROM ({query})
-"""
+    def counts(self) -> dict[str, int]:
+        rows = self.con.execute("SELECT reason, count(*) FROM cg_decided GROUP BY reason").fetchall()
+        found = {REASONS[code]: int(n) for code, n in rows}
+        return {reason: found.get(reason, 0) for reason in REASONS}
 
-    def write_data(self, excluded: pa.Array, target: Path) -> int:
-        """Copy every record whose position is not in `excluded` to `target`, the
-        input's columns untouched; DuckDB reads and writes in parallel. Returns rows."""
-        self.con.register("cg_excluded_arrow", pa.table({"pos": excluded}))
-        try:
-            row = self.con.execute(f"""
+    def subject_counts(self) -> tuple[int, int]:
+        """Distinct members among all records, and among kept records."""
+        row = self.con.execute(f"""
+SELECT count(DISTINCT ps) + count(DISTINCT subject) FILTER (WHERE ps IS NULL AND subject <> ''),
+  count(DISTINCT ps) FILTER (WHERE reason IN {KEPT})
+FROM cg_decided
+""").fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def write_exclusions(self, target: Path) -> None:
+        self.con.execute(f"""
+COPY (SELECT record_id, subject AS subject_id, {_REASON_NAMES}[reason + 1] AS reason
+      FROM cg_decided WHERE reason NOT IN {KEPT})
+TO {_lit(str(target))} (FORMAT parquet)
+""")
+
+    def write_contributors(self, target: Path) -> None:
+        """Distinct member ids of kept records, sorted. A member erased after T
+        has no id in the ledger any more: the records' own id is used."""
+        self.con.execute(f"""
+COPY (SELECT DISTINCT COALESCE(s.key, d.subject) AS subject_id
+      FROM cg_decided d LEFT JOIN cg_subj s USING (ps) WHERE d.reason IN {KEPT} ORDER BY 1)
+TO {_lit(str(target))} (FORMAT parquet)
+""")
+
+    def kept_rows(self) -> list[tuple[int, int]]:
+        """(input file index, row) of every kept record, in input order."""
+        found = self.con.execute(
+            f"SELECT pos >> 40, pos & {(1 << 40) - 1} FROM cg_decided "
+            f"WHERE reason IN {KEPT} ORDER BY pos"
+        ).fetchall()
+        return [(int(f), int(r)) for f, r in found]
+
+    def write_data(self, target: Path) -> int:
+        """Copy every record not excluded to `target`, the input's columns untouched;
+        DuckDB reads and writes in parallel. Returns the rows written."""
+        row = self.con.execute(f"""
 COPY (
   SELECT t.* EXCLUDE ({FILE_COL}, {ROW_COL}) FROM {self.scan} t
-  ANTI JOIN cg_excluded_arrow x ON x.pos = {self.cols.pos}
+  ANTI JOIN (SELECT pos FROM cg_decided WHERE reason NOT IN {KEPT}) x ON x.pos = {self.cols.pos}
 ) TO {_lit(str(target))} (FORMAT parquet)
 """).fetchone()
-        finally:
-            self.con.unregister("cg_excluded_arrow")
         return int(row[0]) if row else 0
 
     def record_ids_sql(self) -> str:
         """SELECT of (pos, record_id, subject_id, reason name) from `cg_decided`."""
-        default = default_record_id(self.names, "pos")
         return (
-            f"SELECT pos, COALESCE(record_id, {default}) AS record_id, subject AS subject_id, "
-            f"{_REASON_NAMES}[reason + 1] AS reason FROM cg_decided"
+            f"SELECT pos, record_id, subject AS subject_id, {_REASON_NAMES}[reason + 1] AS reason "
+            "FROM cg_decided"
         )

@@ -117,7 +117,7 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
             con = connect_duckdb(scratch)
             try:
                 engine = prepare(con, ledger, files, names, options, policy, point, scratch, _quiet)
-                engine.decide(policy, options.purpose, options.as_of, ledger.secret)
+                engine.decide(policy, options.purpose, options.as_of, ledger.secret, every_id=True)
                 results.append(_compare(con, engine.record_ids_sql(), before, point.size, limit))
             finally:
                 con.close()

@@ -42,7 +42,6 @@ from consentgate.gate.manifest import MANIFEST_VERSION, write_manifest
 from consentgate.gate.options import Columns, GateOptions
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns
 from consentgate.gate.subjects import load_subjects
-from consentgate.gate.writer import write_decisions
 from consentgate.ledger.checkpoint import _parse_body, _split_note  # the note's own parser
 from consentgate.ledger.duckscan import attach_ledger
 from consentgate.ledger.store import Ledger, open_ledger
@@ -55,10 +54,10 @@ STEPS = (
     "staging text input as Parquet",
     "reading the ledger",
     "deciding every record",
+    "writing exclusions and contributors",
     "writing the kept records",
-    "hashing inputs and kept records",
+    "hashing inputs and outputs",
 )
-_BATCH = 64 * 1024  # records a batch from DuckDB to the writer
 DATA_FILE = "data/part-00000.parquet"
 
 
@@ -116,11 +115,11 @@ def connect_duckdb(scratch: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB bounded in memory, spilling to `scratch`."""
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    limit = os.environ.get("CONSENTGATE_GATE_MEMORY", "1GB")
+    limit = os.environ.get("CONSENTGATE_GATE_MEMORY", "1536MB")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{limit}'")
     con.execute(f"SET temp_directory = '{str(scratch).replace(chr(39), chr(39) * 2)}'")
-    con.execute("SET preserve_insertion_order = true")
+    con.execute("SET preserve_insertion_order = false")  # no output relies on order
     return con
 
 
@@ -265,22 +264,25 @@ def _gate(
         try:
             engine = prepare(con, ledger, files, names, options, policy, point, scratch, say)
             say("deciding every record")
-            query = engine.stream_sql(policy, options.purpose, options.as_of, ledger.secret)
+            engine.decide(policy, options.purpose, options.as_of, ledger.secret)
+            counts = engine.counts()
+            subjects = engine.subject_counts()
+            say("writing exclusions and contributors")
+            engine.write_exclusions(tmp / "exclusions.parquet")
+            engine.write_contributors(tmp / "contributors.parquet")
+            say("writing the kept records")
             (tmp / "data").mkdir()
-            try:
-                reader = con.execute(query).to_arrow_reader(_BATCH)
-                written = write_decisions(reader, reader.schema, tmp, want_positions=want_rows)
-                say("writing the kept records")
-                data_rows = engine.write_data(written.excluded_positions, tmp / DATA_FILE)
-            except duckdb.Error as err:
-                raise InputError("input", "records DuckDB can read", str(err)) from None
+            data_rows = engine.write_data(tmp / DATA_FILE)
+            rows = engine.kept_rows() if want_rows else []
+        except duckdb.Error as err:
+            raise InputError("input", "records DuckDB can read", str(err)) from None
         finally:
             con.close()
         shutil.rmtree(scratch)
-        say("hashing inputs and kept records")
-        written.hashes[DATA_FILE] = sha256_file(tmp / DATA_FILE)
-        written.rows[DATA_FILE] = data_rows
+        say("hashing inputs and outputs")
         outputs = [DATA_FILE, "exclusions.parquet", "contributors.parquet"]
+        out_hashes = {p: hasher.submit(sha256_file, tmp / p) for p in outputs}
+        out_rows = {p: pq.ParquetFile(tmp / p).metadata.num_rows for p in outputs}
         manifest = _manifest(
             options,
             policy,
@@ -290,13 +292,13 @@ def _gate(
                 for n, f, h in zip(names, files, hashes, strict=True)
             ],
             outputs=[
-                {"path": p, "sha256": written.hashes[p], "rows": written.rows[p]} for p in outputs
+                {"path": p, "sha256": out_hashes[p].result(), "rows": out_rows[p]} for p in outputs
             ],
-            counts=written.counts,
-            subjects=(written.subjects_in, written.subjects_kept),
+            counts=counts,
+            subjects=subjects,
         )
         write_manifest(tmp / "manifest.json", manifest)
-    rows = [(pos >> 40, pos & ((1 << 40) - 1)) for pos in written.kept_positions]
+    assert out_rows[DATA_FILE] == data_rows
     return GateResult(out=out, manifest=manifest, kept_rows=rows)
 
 
