@@ -2,7 +2,8 @@
 
 It writes a population of members as events, a policy with the platform's notice
 history, imports both into a fresh SQLite ledger and shows, for `ai_training`,
-who may be used and why, by region, at two dates.
+who may be used and why, by region, at two dates; then it generates a corpus of a
+million member posts and gates it, showing the records kept and excluded by reason.
 """
 
 from __future__ import annotations
@@ -21,13 +22,23 @@ from consentgate.domain.policy_file import default_policy_text
 from consentgate.domain.regions import EEA
 from consentgate.ledger import Ledger, open_ledger
 from consentgate.ledger.tlog import create_signing_key, load_verifier
-from consentgate.synthetic import NOTICE_DISCLOSURE, NOTICE_RECONSENT, write_events_jsonl
+from consentgate.gate.options import Columns
+from consentgate.gate.report import reason_table
+from consentgate.gate.run import gate
+from consentgate.synthetic import (
+    NOTICE_DISCLOSURE,
+    NOTICE_RECONSENT,
+    write_events_jsonl,
+    write_posts_parquet,
+)
 
 __all__ = ["DEMO_DATES", "demo_policy_text", "region_group", "run_demo"]
 
 PURPOSE = "ai_training"
 # Inside the 30-day notice window of the disclosure, and after the re-consent notice.
 DEMO_DATES = (datetime(2024, 7, 15, tzinfo=UTC), datetime(2025, 10, 1, tzinfo=UTC))
+GATE_AT = DEMO_DATES[1]
+POSTS = 1_000_000  # synthetic member posts the demo gates
 GROUPS = ("US", "EEA", "GB", "CH", "CA", "BR", "IN", "other", "unknown")
 
 
@@ -137,9 +148,26 @@ def run_demo(*, workdir: Path, members: int, seed: int, console: Console) -> Non
         console.print()
         console.print(_table(decision_counts(ledger, at), at))
     console.print()
+    posts_dir = workdir / "posts"
+    run_dir = workdir / "gate-run"
+    n_posts = write_posts_parquet(posts_dir, members, POSTS, seed=seed)
+    console.print(f"[bold]5.[/] wrote {n_posts:,} synthetic member posts to {posts_dir}/")
+    gated = gate(posts_dir, ledger=ledger, purpose=PURPOSE, as_of=GATE_AT, out=run_dir,
+                 columns=Columns(id="post_id"), overwrite=True)
+    m = gated.manifest
+    console.print(
+        f"[bold]6.[/] gated them for {PURPOSE} as of {m['as_of']}: kept {m['rows']['kept']:,}, "
+        f"excluded {m['rows']['excluded']:,}, against signed checkpoint {m['ledger']['size']:,} "
+        f"-> {run_dir}/"
+    )
+    console.print(reason_table(m))
+    console.print()
     console.print(f"done in {time.perf_counter() - started:.1f} s. Try next:")
     db = f"--db {url} --signing-key {key_path}"
     for cmd in (
+        f"consentgate {db} gate --replay {run_dir}/manifest.json",
+        f"consentgate {db} gate {posts_dir} --purpose ai_training --as-of 2024-07-15T00:00:00Z "
+        f"--id-col post_id --out {workdir}/gate-2024",
         f"consentgate {db} verify --checkpoint {key_path}.checkpoints",
         f"consentgate {db} prove --subject m000001 --out {workdir}/proof.json",
         f"consentgate {db} verify-proof {workdir}/proof.json",
