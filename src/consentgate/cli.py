@@ -442,9 +442,12 @@ def gate_command(
     ] = None,
     purpose: Annotated[str | None, typer.Option(help="Purpose, e.g. ai_training.")] = None,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="Evaluation time T (ISO 8601 with timezone) [default: now].")
+        str | None,
+        typer.Option("--as-of", help="Evaluation time T (ISO 8601 with timezone) [default: now]."),
     ] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (must not exist).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (must not exist).")
+    ] = None,
     subject_col: Annotated[str, typer.Option(help="Column of member ids.")] = "subject_id",
     time_col: Annotated[str, typer.Option(help="Column of collection times.")] = "collected_at",
     id_col: Annotated[
@@ -483,7 +486,11 @@ def gate_command(
             raise InputError("--out", "an output directory", "nothing")
         when = parse_at(as_of, "--as-of")
         columns = Columns(
-            subject=subject_col, time=time_col, id=id_col, source=source_col, sensitive=sensitive_col
+            subject=subject_col,
+            time=time_col,
+            id=id_col,
+            source=source_col,
+            sensitive=sensitive_col,
         )
         led = ledger()
         visible = not as_json and err.is_terminal
@@ -516,9 +523,7 @@ def gate_command(
 
 
 def print_replay_hint(run: Path) -> None:
-    out.print(
-        f"check it later: consentgate gate --replay {run}/manifest.json", highlight=False
-    )
+    out.print(f"check it later: consentgate gate --replay {run}/manifest.json", highlight=False)
 
 
 def _replay(manifest: Path, as_json: bool) -> None:

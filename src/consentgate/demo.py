@@ -20,11 +20,11 @@ from consentgate.domain.decide import REASONS
 from consentgate.domain.facts import evaluator
 from consentgate.domain.policy_file import default_policy_text
 from consentgate.domain.regions import EEA
-from consentgate.ledger import Ledger, open_ledger
-from consentgate.ledger.tlog import create_signing_key, load_verifier
 from consentgate.gate.options import Columns
 from consentgate.gate.report import reason_table
 from consentgate.gate.run import gate
+from consentgate.ledger import Ledger, open_ledger
+from consentgate.ledger.tlog import create_signing_key, load_verifier
 from consentgate.synthetic import (
     NOTICE_DISCLOSURE,
     NOTICE_RECONSENT,
@@ -152,8 +152,15 @@ def run_demo(*, workdir: Path, members: int, seed: int, console: Console) -> Non
     run_dir = workdir / "gate-run"
     n_posts = write_posts_parquet(posts_dir, members, POSTS, seed=seed)
     console.print(f"[bold]5.[/] wrote {n_posts:,} synthetic member posts to {posts_dir}/")
-    gated = gate(posts_dir, ledger=ledger, purpose=PURPOSE, as_of=GATE_AT, out=run_dir,
-                 columns=Columns(id="post_id"), overwrite=True)
+    gated = gate(
+        posts_dir,
+        ledger=ledger,
+        purpose=PURPOSE,
+        as_of=GATE_AT,
+        out=run_dir,
+        columns=Columns(id="post_id"),
+        overwrite=True,
+    )
     m = gated.manifest
     console.print(
         f"[bold]6.[/] gated them for {PURPOSE} as of {m['as_of']}: kept {m['rows']['kept']:,}, "

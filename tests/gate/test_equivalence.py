@@ -64,14 +64,13 @@ def test_every_record_gets_the_oracles_reason(
     records += boundary_records(by_subject, history.latest.min_age, INSTANTS)
     data = write_parquet(tmp_path / "corpus.parquet", records)
     erased = [s for s, evs in by_subject.items() if any(e.type == "erasure" for e in evs)]
-    assert erased and erased_label(ledger.pseudonym(erased[0])).startswith("~")
+    assert erased
+    assert erased_label(ledger.pseudonym(erased[0])).startswith("~")
     seen: Counter[str] = Counter()
     for n, at in enumerate(INSTANTS):
         for purpose in ("ai_training", "genai_features"):
             out = tmp_path / f"run-{n}-{purpose}"
-            result = gate(
-                data, ledger=ledger, purpose=purpose, as_of=at, out=out, columns=_ids()
-            )
+            result = gate(data, ledger=ledger, purpose=purpose, as_of=at, out=out, columns=_ids())
             got = run_reasons(out)
             assert len(got) == len(records)
             for rec in records:

@@ -78,17 +78,23 @@ def outcomes(out: Path, id_col: str = "record_id") -> dict[str, str]:
 
 def test_outputs_and_manifest_follow_the_format(world: World, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out, columns=IDS)
+    result = gate(
+        world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out, columns=IDS
+    )
     m = result.manifest
     assert check_manifest(out) == []
     assert json.loads((out / "manifest.json").read_text()) == m
     assert sorted(p.name for p in out.iterdir()) == [
-        "contributors.parquet", "data", "exclusions.parquet", "manifest.json"
+        "contributors.parquet",
+        "data",
+        "exclusions.parquet",
+        "manifest.json",
     ]
     # The input's schema is the kept data's schema; other columns pass through.
-    assert pq.read_schema(out / "data" / "part-00000.parquet").remove_metadata() == pq.read_schema(
-        world.parquet
-    ).remove_metadata()
+    assert (
+        pq.read_schema(out / "data" / "part-00000.parquet").remove_metadata()
+        == pq.read_schema(world.parquet).remove_metadata()
+    )
     assert pq.read_schema(out / "exclusions.parquet").names == ["record_id", "subject_id", "reason"]
     assert m["inputs"] == [
         {
@@ -100,15 +106,21 @@ def test_outputs_and_manifest_follow_the_format(world: World, tmp_path: Path) ->
     expected = world.expected()
     assert outcomes(out) == expected
     kept = [r for r in world.records if expected[r["record_id"]] == "kept"]
-    assert m["rows"] == {"input": len(world.records), "kept": len(kept), "excluded": len(world.records) - len(kept)}
+    assert m["rows"] == {
+        "input": len(world.records),
+        "kept": len(kept),
+        "excluded": len(world.records) - len(kept),
+    }
     assert m["subjects"]["kept"] == len({r["subject_id"] for r in kept})
     contributors = pq.read_table(out / "contributors.parquet").column(0).to_pylist()
     assert contributors == sorted({r["subject_id"] for r in kept})
     assert m["ledger"]["size"] == world.ledger.head().size
     head = world.ledger.latest_checkpoint()
-    assert head is not None and m["ledger"]["checkpoint"] == head
+    assert head is not None
+    assert m["ledger"]["checkpoint"] == head
     assert m["policy"] == {"version": "contract-1", "sha256": world.history.latest.sha256}
-    assert m["reasons"]["source_not_eligible"] > 0 and sum(m["reasons"].values()) == len(world.records)
+    assert m["reasons"]["source_not_eligible"] > 0
+    assert sum(m["reasons"].values()) == len(world.records)
 
 
 def test_check_manifest_finds_edited_outputs(world: World, tmp_path: Path) -> None:
@@ -133,25 +145,41 @@ def _sorted_rows(path: Path) -> list[tuple[Any, ...]]:
 def test_same_run_twice_keeps_the_same_records(world: World, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=tmp_path / name, columns=IDS)
+        gate(
+            world.parquet,
+            ledger=world.ledger,
+            purpose="ai_training",
+            as_of=AT,
+            out=tmp_path / name,
+            columns=IDS,
+        )
         runs.append(tmp_path / name)
     # The same records, reasons and members; row order follows DuckDB's parallel scan.
     for f in ("exclusions.parquet", "contributors.parquet", "data/part-00000.parquet"):
         assert _sorted_rows(runs[0] / f) == _sorted_rows(runs[1] / f), f
     a, b = (json.loads((r / "manifest.json").read_text()) for r in runs)
-    assert a["ledger"] == b["ledger"] and a["reasons"] == b["reasons"] and a["run_id"] != b["run_id"]
-    assert pq.read_table(runs[0] / "contributors.parquet").equals(pq.read_table(runs[1] / "contributors.parquet"))
+    assert a["ledger"] == b["ledger"]
+    assert a["reasons"] == b["reasons"]
+    assert a["run_id"] != b["run_id"]
+    assert pq.read_table(runs[0] / "contributors.parquet").equals(
+        pq.read_table(runs[1] / "contributors.parquet")
+    )
 
 
-def test_an_existing_output_directory_is_refused_unless_overwrite(world: World, tmp_path: Path) -> None:
+def test_an_existing_output_directory_is_refused_unless_overwrite(
+    world: World, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(InputError, match="--out"):
         gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out, overwrite=True)
-    assert not (out / "keep.txt").exists() and check_manifest(out) == []
+    gate(
+        world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out, overwrite=True
+    )
+    assert not (out / "keep.txt").exists()
+    assert check_manifest(out) == []
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run")] == []
 
 
@@ -175,7 +203,9 @@ def test_a_run_killed_midway_leaves_no_complete_looking_output(
     rng = random.Random(4)
     for attempt in range(4):
         out = tmp_path / f"run{attempt}"
-        wanted = rng.choice(["reading the ledger", "deciding every record", "writing the kept records"])
+        wanted = rng.choice(
+            ["reading the ledger", "deciding every record", "writing the kept records"]
+        )
         with subprocess.Popen(
             [sys.executable, "-c", _RUNNER, str(data), world.url, str(world.key), str(out)],
             stdout=subprocess.PIPE,
@@ -206,21 +236,41 @@ def test_replay_of_an_unchanged_ledger_finds_nothing_and_a_backdated_opt_out_is_
     assert report.clean, report
     kept = [r for r, why in world.expected().items() if why == "kept"]
     victim = next(r for r in world.records if r["record_id"] == kept[0])["subject_id"]
-    records = {r["record_id"] for r in world.records if r["subject_id"] == victim and world.expected()[r["record_id"]] == "kept"}
+    records = {
+        r["record_id"]
+        for r in world.records
+        if r["subject_id"] == victim and world.expected()[r["record_id"]] == "kept"
+    }
     # The member withdrew before the run's as-of; the event reaches the ledger later.
     world.ledger.record(
-        {"type": "consent", "subject": victim, "purpose": "ai_training", "choice": "withdrawn",
-         "at": (AT - timedelta(days=3)).isoformat()}
+        {
+            "type": "consent",
+            "subject": victim,
+            "purpose": "ai_training",
+            "choice": "withdrawn",
+            "at": (AT - timedelta(days=3)).isoformat(),
+        }
     )
     report = replay(out, world.ledger)
     assert report.reproduced.total == 0, "as of its checkpoint the run is reproduced exactly"
     assert {d.record_id for d in report.current.differences} == records
-    assert {(d.subject_id, d.before, d.after) for d in report.current.differences} == {(victim, "kept", "withdrawn")}
+    assert {(d.subject_id, d.before, d.after) for d in report.current.differences} == {
+        (victim, "kept", "withdrawn")
+    }
     assert report.current.ledger_size == report.reproduced.ledger_size + 1
-    done = cli("--signing-key", str(world.key), "gate", "--replay", str(out / "manifest.json"), "--json", db=world.url)
+    done = cli(
+        "--signing-key",
+        str(world.key),
+        "gate",
+        "--replay",
+        str(out / "manifest.json"),
+        "--json",
+        db=world.url,
+    )
     assert done.returncode == 1, done.stderr
     shown = json.loads(done.stdout)
-    assert shown["reproduced"]["differences"] == 0 and shown["current"]["differences"] == len(records)
+    assert shown["reproduced"]["differences"] == 0
+    assert shown["current"]["differences"] == len(records)
 
 
 def test_replay_refuses_a_changed_input(world: World, tmp_path: Path) -> None:
@@ -235,8 +285,16 @@ def _text_records(world: World) -> list[dict[str, Any]]:
     rows = []
     for r in world.records:
         when = r["collected_at"]
-        rows.append({**r, "collected_at": None if when is None else when.astimezone(
-            random.Random(r["record_id"]).choice([UTC, _zone(2), _zone(-5)])).isoformat()})
+        rows.append(
+            {
+                **r,
+                "collected_at": None
+                if when is None
+                else when.astimezone(
+                    random.Random(r["record_id"]).choice([UTC, _zone(2), _zone(-5)])
+                ).isoformat(),
+            }
+        )
     return rows
 
 
@@ -266,7 +324,9 @@ def test_text_inputs_give_the_same_reasons(world: World, tmp_path: Path, kind: s
     assert check_manifest(out) == []
 
 
-def test_naive_text_times_need_the_flag_and_unreadable_ones_are_invalid(world: World, tmp_path: Path) -> None:
+def test_naive_text_times_need_the_flag_and_unreadable_ones_are_invalid(
+    world: World, tmp_path: Path
+) -> None:
     subject = sorted(world.by_subject)[0]
     lines = [
         {"record_id": "a", "subject_id": subject, "collected_at": "2024-07-01T10:00:00"},
@@ -276,13 +336,34 @@ def test_naive_text_times_need_the_flag_and_unreadable_ones_are_invalid(world: W
     path = tmp_path / "naive.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
     with pytest.raises(InputError, match=r"without timezone at .*naive.jsonl:1"):
-        gate(path, ledger=world.ledger, purpose="ai_training", as_of=AT, out=tmp_path / "x", columns=IDS)
+        gate(
+            path,
+            ledger=world.ledger,
+            purpose="ai_training",
+            as_of=AT,
+            out=tmp_path / "x",
+            columns=IDS,
+        )
     assert not (tmp_path / "x").exists()
     out = tmp_path / "y"
-    gate(path, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out, columns=IDS, naive_timestamps="utc")
+    gate(
+        path,
+        ledger=world.ledger,
+        purpose="ai_training",
+        as_of=AT,
+        out=out,
+        columns=IDS,
+        naive_timestamps="utc",
+    )
     got = outcomes(out)
-    assert got["b"] == "invalid_record" and got["c"] == "missing_subject"
-    rec = {"subject_id": subject, "collected_at": datetime(2024, 7, 1, 10, tzinfo=UTC), "source": None, "sensitive": None}
+    assert got["b"] == "invalid_record"
+    assert got["c"] == "missing_subject"
+    rec = {
+        "subject_id": subject,
+        "collected_at": datetime(2024, 7, 1, 10, tzinfo=UTC),
+        "source": None,
+        "sensitive": None,
+    }
     want = oracle(rec, world.by_subject, world.history, "ai_training", AT)
     assert got["a"] == ("kept" if want.allowed else want.reason)
 
@@ -294,7 +375,18 @@ def test_bad_input_is_refused_with_what_was_found(world: World, tmp_path: Path) 
     with pytest.raises(InputError, match=r"found: member, collected_at"):
         gate(no_subject, out=tmp_path / "o1", **run)  # type: ignore[arg-type]
     naive = tmp_path / "naive.parquet"
-    pq.write_table(pa.table({"subject_id": ["a"], "collected_at": pa.array([datetime(2024, 1, 1)], pa.timestamp("us"))}), naive)
+    pq.write_table(
+        pa.table(
+            {
+                "subject_id": ["a"],
+                "collected_at": pa.array(
+                    [datetime(2024, 1, 1)],  # noqa: DTZ001
+                    pa.timestamp("us"),
+                ),
+            }
+        ),
+        naive,
+    )
     with pytest.raises(InputError, match="--naive-timestamps utc"):
         gate(naive, out=tmp_path / "o2", **run)  # type: ignore[arg-type]
     corrupt = tmp_path / "corrupt.parquet"
@@ -304,7 +396,13 @@ def test_bad_input_is_refused_with_what_was_found(world: World, tmp_path: Path) 
     with pytest.raises(UnknownPurposeError):
         gate(world.parquet, ledger=world.ledger, purpose="ads", as_of=AT, out=tmp_path / "o4")
     with pytest.raises(InputError, match="as_of"):
-        gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=datetime(2025, 1, 1), out=tmp_path / "o5")
+        gate(
+            world.parquet,
+            ledger=world.ledger,
+            purpose="ai_training",
+            as_of=datetime(2025, 1, 1),  # noqa: DTZ001
+            out=tmp_path / "o5",
+        )
     with pytest.raises(InputError, match="existing file"):
         gate(tmp_path / "missing.parquet", out=tmp_path / "o6", **run)  # type: ignore[arg-type]
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
@@ -313,34 +411,63 @@ def test_bad_input_is_refused_with_what_was_found(world: World, tmp_path: Path) 
 def test_a_ledger_without_checkpoints_or_key_is_refused(tmp_path: Path) -> None:
     ledger = consentgate.open(f"sqlite:///{tmp_path / 'bare.db'}")
     try:
-        pq.write_table(pa.table({"subject_id": ["a"], "collected_at": [AT]}), tmp_path / "d.parquet")
+        pq.write_table(
+            pa.table({"subject_id": ["a"], "collected_at": [AT]}), tmp_path / "d.parquet"
+        )
         with pytest.raises(StorageError, match="no signed checkpoint"):
-            gate(tmp_path / "d.parquet", ledger=ledger, purpose="ai_training", as_of=AT, out=tmp_path / "o")
+            gate(
+                tmp_path / "d.parquet",
+                ledger=ledger,
+                purpose="ai_training",
+                as_of=AT,
+                out=tmp_path / "o",
+            )
     finally:
         ledger.close()
 
 
 def test_command_line_gate_prints_the_reason_table_and_json(world: World, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["--signing-key", str(world.key), "gate", str(world.parquet), "--purpose", "ai_training",
-            "--as-of", "2025-03-01T00:00:00Z", "--out", str(out), "--id-col", "record_id"]
+    args = [
+        "--signing-key",
+        str(world.key),
+        "gate",
+        str(world.parquet),
+        "--purpose",
+        "ai_training",
+        "--as-of",
+        "2025-03-01T00:00:00Z",
+        "--out",
+        str(out),
+        "--id-col",
+        "record_id",
+    ]
     done = cli(*args, db=world.url)
     assert done.returncode == 0, done.stderr
     for reason in consentgate.REASONS:
         assert reason in done.stdout
     assert "--replay" in done.stdout
     again = cli(*args, db=world.url)
-    assert again.returncode == 2 and "--out" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert again.returncode == 2
+    assert "--out" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
     js = cli(*args, "--overwrite", "--json", db=world.url)
     assert js.returncode == 0
     assert json.loads(js.stdout)["rows"]["input"] == len(world.records)
-    bad = cli(*args[:-4], "--as-of", "2025-03-01T00:00:00", "--out", str(tmp_path / "z"), db=world.url)
-    assert bad.returncode == 2 and "--as-of" in bad.stderr
+    bad = cli(
+        *args[:-4], "--as-of", "2025-03-01T00:00:00", "--out", str(tmp_path / "z"), db=world.url
+    )
+    assert bad.returncode == 2
+    assert "--as-of" in bad.stderr
 
 
-def test_a_run_leaves_its_output_and_its_signed_checkpoint_only(world: World, tmp_path: Path) -> None:
+def test_a_run_leaves_its_output_and_its_signed_checkpoint_only(
+    world: World, tmp_path: Path
+) -> None:
     before = set(os.listdir(tmp_path))
-    result = gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=tmp_path / "run")
+    result = gate(
+        world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=tmp_path / "run"
+    )
     # The checkpoint the run used is signed, stored and appended to the external log.
     assert set(os.listdir(tmp_path)) - before == {"run", "l.key.checkpoints"}
     assert result.manifest["ledger"]["checkpoint"] in (tmp_path / "l.key.checkpoints").read_text()

@@ -165,7 +165,9 @@ FROM ({query})
 """)
 
     def counts(self) -> dict[str, int]:
-        rows = self.con.execute("SELECT reason, count(*) FROM cg_decided GROUP BY reason").fetchall()
+        rows = self.con.execute(
+            "SELECT reason, count(*) FROM cg_decided GROUP BY reason"
+        ).fetchall()
         found = {REASONS[code]: int(n) for code, n in rows}
         return {reason: found.get(reason, 0) for reason in REASONS}
 

@@ -57,9 +57,7 @@ def find_inputs(spec: str | Path | Sequence[str | Path]) -> list[InputFile]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            inner = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _KINDS
-            )
+            inner = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _KINDS)
             if not inner:
                 raise InputError("input", "a directory with Parquet, JSONL or CSV files", text)
             found.extend(inner)
@@ -118,9 +116,13 @@ def stage_text_inputs(
             target = scratch / f"staged-{i:05d}.parquet"
             # One thread keeps the rows in file order; the writer streams row groups.
             con.execute("SET threads = 1")
-            con.execute(f"COPY (SELECT * FROM {reader}) TO '{_quote(str(target))}' (FORMAT parquet)")
+            con.execute(
+                f"COPY (SELECT * FROM {reader}) TO '{_quote(str(target))}' (FORMAT parquet)"
+            )
         except duckdb.Error as err:
-            raise InputError("input", f"a readable {f.kind.upper()} file", f"{f.path}: {err}") from None
+            raise InputError(
+                "input", f"a readable {f.kind.upper()} file", f"{f.path}: {err}"
+            ) from None
         finally:
             con.execute("RESET threads")
         f.scan = target

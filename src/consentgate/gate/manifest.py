@@ -104,7 +104,9 @@ def check_manifest(run_dir: Path) -> list[str]:
     problems = []
     rows, reasons = m["rows"], m["reasons"]
     if sum(reasons.values()) != rows.get("input"):
-        problems.append(f"reasons add up to {sum(reasons.values())}, rows.input is {rows.get('input')}")
+        problems.append(
+            f"reasons add up to {sum(reasons.values())}, rows.input is {rows.get('input')}"
+        )
     kept = sum(n for r, n in reasons.items() if r in ALLOWED_REASONS)
     if kept != rows.get("kept") or rows.get("input", 0) - kept != rows.get("excluded"):
         problems.append("rows.kept / rows.excluded disagree with the reason counts")

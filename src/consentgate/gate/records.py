@@ -44,9 +44,7 @@ class RecordColumns:
     naive_text_check: str | None  # a predicate true for text times without a zone
 
     @classmethod
-    def check(
-        cls, schema: dict[str, str], options: GateOptions, paths: list[str]
-    ) -> RecordColumns:
+    def check(cls, schema: dict[str, str], options: GateOptions, paths: list[str]) -> RecordColumns:
         """Expressions for `schema` (column name -> DuckDB type), or the error a user
         needs: missing columns listed with those found, times of the wrong kind."""
         cols = options.columns
@@ -58,7 +56,9 @@ class RecordColumns:
             raise InputError("--id-col", f"a column of the input (found: {found})", cols.id)
         for reserved in (FILE_COL, ROW_COL):
             if reserved in schema:
-                raise InputError("input", f"no column named {reserved} (used by the gate)", reserved)
+                raise InputError(
+                    "input", f"no column named {reserved} (used by the gate)", reserved
+                )
         subject = f"CAST({quote_ident(cols.subject)} AS VARCHAR)"
         time_us, naive_check = _time_expr(cols.time, schema[cols.time], options)
         if options.source is not None:
@@ -73,7 +73,8 @@ class RecordColumns:
             sensitive = f"COALESCE(TRY_CAST({flag} AS BOOLEAN), {flag} IS NOT NULL)"
         else:
             sensitive = "false"
-        pos = f"(CAST(list_position({_paths_list(paths)}, {FILE_COL}) - 1 AS BIGINT) << {_POS_SHIFT}) | {ROW_COL}"
+        index = f"CAST(list_position({_paths_list(paths)}, {FILE_COL}) - 1 AS BIGINT)"
+        pos = f"({index} << {_POS_SHIFT}) | {ROW_COL}"
         record_id = None if cols.id is None else f"CAST({quote_ident(cols.id)} AS VARCHAR)"
         return cls(
             subject=subject,
@@ -119,5 +120,6 @@ def _time_expr(name: str, dtype: str, options: GateOptions) -> tuple[str, str | 
         naive = None if utc else f"(NOT {zoned} AND TRY_CAST({col} AS TIMESTAMP) IS NOT NULL)"
         naive_branch = parsed_naive if utc else "NULL"
         return f"CASE WHEN {zoned} THEN {parsed_zoned} ELSE {naive_branch} END", naive
-    raise InputError("--time-col", "a timestamp column (or ISO 8601 text)", f"{name} of type {dtype}")
-
+    raise InputError(
+        "--time-col", "a timestamp column (or ISO 8601 text)", f"{name} of type {dtype}"
+    )

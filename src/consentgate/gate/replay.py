@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,7 @@ def _stored_point(ledger: Ledger, size: int, root: str) -> LedgerPoint:
     with ledger.engine.connect() as conn:
         stored = {s: note for s, _, note in tlog.stored_checkpoints(conn)}
     if size not in stored:
-        raise StorageError(
-            f"the ledger holds no checkpoint at size {size}, the one the run used"
-        )
+        raise StorageError(f"the ledger holds no checkpoint at size {size}, the one the run used")
     point = LedgerPoint.of_note(stored[size])
     if point.root != root:
         raise StorageError(
@@ -103,7 +101,8 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
     for f, item in zip(files, m["inputs"], strict=True):
         if sha256_file(f.path) != item["sha256"]:
             raise InputError(
-                "input", f"the file the run read (SHA-256 {item['sha256'][:16]}...)",
+                "input",
+                f"the file the run read (SHA-256 {item['sha256'][:16]}...)",
                 f"{item['path']} has changed",
             )
     then = _stored_point(ledger, m["ledger"]["size"], m["ledger"]["root"])
@@ -121,7 +120,9 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
                 results.append(_compare(con, engine.record_ids_sql(), before, point.size, limit))
             finally:
                 con.close()
-    return ReplayReport(manifest=m, reproduced=results[0], current=results[1], policy_changed=changed)
+    return ReplayReport(
+        manifest=m, reproduced=results[0], current=results[1], policy_changed=changed
+    )
 
 
 def _head_point(ledger: Ledger, then: LedgerPoint) -> LedgerPoint:
@@ -148,10 +149,13 @@ FROM n FULL JOIN t ON n.record_id = t.record_id
 WHERE COALESCE(t.reason, 'kept') IS DISTINCT FROM {_OUTCOME}
 """)
     changes: Counter[tuple[str, str]] = Counter()
-    for b, a, count in con.execute("SELECT before, after, count(*) FROM cg_diff GROUP BY ALL").fetchall():
+    for b, a, count in con.execute(
+        "SELECT before, after, count(*) FROM cg_diff GROUP BY ALL"
+    ).fetchall():
         changes[(b, a)] = int(count)
     rows = con.execute(
-        f"SELECT record_id, subject_id, before, after FROM cg_diff ORDER BY record_id LIMIT {int(limit)}"
+        "SELECT record_id, subject_id, before, after FROM cg_diff "
+        f"ORDER BY record_id LIMIT {int(limit)}"
     ).fetchall()
     return Comparison(size, sum(changes.values()), changes, [Difference(*r) for r in rows])
 

@@ -16,7 +16,9 @@ __all__ = ["print_replay", "reason_table", "replay_json"]
 def reason_table(manifest: dict[str, Any]) -> Table:
     """Kept and excluded records by reason, every reason code of DESIGN §3 listed."""
     total = manifest["rows"]["input"] or 1
-    table = Table(caption=f"{manifest['purpose']} as of {manifest['as_of']}", caption_justify="left")
+    table = Table(
+        caption=f"{manifest['purpose']} as of {manifest['as_of']}", caption_justify="left"
+    )
     table.add_column("reason")
     table.add_column("outcome")
     table.add_column("records", justify="right")
@@ -31,7 +33,9 @@ def reason_table(manifest: dict[str, Any]) -> Table:
     rows = manifest["rows"]
     table.add_section()
     table.add_row("total kept", "", f"{rows['kept']:,}", f"{100 * rows['kept'] / total:.1f}%")
-    table.add_row("total excluded", "", f"{rows['excluded']:,}", f"{100 * rows['excluded'] / total:.1f}%")
+    table.add_row(
+        "total excluded", "", f"{rows['excluded']:,}", f"{100 * rows['excluded'] / total:.1f}%"
+    )
     return table
 
 
@@ -43,7 +47,12 @@ def _comparison_json(c: Comparison) -> dict[str, Any]:
             {"before": b, "after": a, "records": n} for (b, a), n in sorted(c.changes.items())
         ],
         "records": [
-            {"record_id": d.record_id, "subject_id": d.subject_id, "before": d.before, "after": d.after}
+            {
+                "record_id": d.record_id,
+                "subject_id": d.subject_id,
+                "before": d.before,
+                "after": d.after,
+            }
             for d in c.differences
         ],
     }

@@ -107,7 +107,9 @@ def ledger_point(ledger: Ledger) -> LedgerPoint:
 def purpose_policy(ledger: Ledger, purpose: str, at: datetime) -> Policy:
     policy = ledger.policy_at(at)
     if purpose not in policy.purposes:
-        raise UnknownPurposeError("purpose", "one of " + ", ".join(sorted(policy.purposes)), purpose)
+        raise UnknownPurposeError(
+            "purpose", "one of " + ", ".join(sorted(policy.purposes)), purpose
+        )
     return policy
 
 
@@ -115,7 +117,7 @@ def connect_duckdb(scratch: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB bounded in memory, spilling to `scratch`."""
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    limit = os.environ.get("CONSENTGATE_GATE_MEMORY", "1536MB")
+    limit = os.environ.get("CONSENTGATE_GATE_MEMORY", "1GB")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{limit}'")
     con.execute(f"SET temp_directory = '{str(scratch).replace(chr(39), chr(39) * 2)}'")

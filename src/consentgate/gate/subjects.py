@@ -38,13 +38,23 @@ __all__ = ["CODE", "SUBJECT_FIELDS", "load_subjects", "pseudonym_sql"]
 
 CODE = {reason: i for i, reason in enumerate(REASONS)}
 SUBJECT_FIELDS = (
-    "ps", "erased", "adult_from", "mode_t", "honor_t", "latest", "latest_gpc", "invalidated"
+    "ps",
+    "erased",
+    "adult_from",
+    "mode_t",
+    "honor_t",
+    "latest",
+    "latest_gpc",
+    "invalidated",
 )
 _NEVER = -(2**63)
 _ALWAYS = 2**63 - 1
 
 
 def _facts_sql(purpose_cutoff: bool) -> str:
+    # "Latest by (time, recording order)" as one HUGEINT key: cheaper to compare and
+    # to keep per member than a struct (the aggregate holds a million members).
+    latest = "(CAST(at_us AS HUGEINT) * 1099511627776 + seq)"
     rank = " ".join(f"WHEN '{c}' THEN {r}" for c, r in CHOICE_RANK.items())
     is_choice = "type = 'consent' AND purpose = $purpose"
     if purpose_cutoff:
@@ -60,20 +70,26 @@ CREATE OR REPLACE TEMP TABLE cg_facts AS
 SELECT f.*, s.subject AS name FROM (
   SELECT subject AS ps,
     bool_or(type = 'erasure') AS erased,
-    CAST(arg_max(birth_date, (at_us, seq)) FILTER (WHERE birth_date IS NOT NULL) AS DATE)
-      AS born,
-    arg_max(region, (at_us, seq)) FILTER (WHERE region IS NOT NULL) AS region_t,
-    arg_max(choice, (at_us, CASE choice {rank} END)) FILTER (WHERE {is_choice}) AS choice,
+    CAST(arg_max(birth_date, {latest}) FILTER (WHERE birth_date IS NOT NULL) AS DATE) AS born,
+    arg_max(region, {latest}) FILTER (WHERE region IS NOT NULL) AS region_t,
+    min(region) <> max(region) AS moved,
+    arg_max(choice, CAST(at_us AS HUGEINT) * 4 + CASE choice {rank} END)
+      FILTER (WHERE {is_choice}) AS choice,
     max(at_us) FILTER (WHERE {is_choice}) AS choice_at,
     max(at_us) FILTER (WHERE type = 'signal' AND signal = 'gpc') AS gpc_at,
-    {invalidated} AS invalidated,
-    count(DISTINCT region) AS regions,
-    list({{'at': at_us, 'seq': seq, 'region': region}}) FILTER (WHERE region IS NOT NULL)
-      AS region_events
+    {invalidated} AS invalidated
   FROM ledger.events
   WHERE at_us <= $t AND seq <= $upto
   GROUP BY subject
 ) f LEFT JOIN ledger.subjects s ON s.pseudonym = f.ps
+"""
+
+
+_MOVES_SQL = """
+CREATE OR REPLACE TEMP TABLE cg_region_events AS
+SELECT subject AS ps, at_us AS "at", seq, region FROM ledger.events
+WHERE region IS NOT NULL AND at_us <= $t AND seq <= $upto
+  AND subject IN (SELECT ps FROM cg_facts WHERE moved)
 """
 
 
@@ -84,9 +100,7 @@ def _rules_table(policy: Policy, purpose: str, regions: Iterable[str | None]) ->
         keys.append(region or "")
         modes.append(MODE_RANK[policy.mode(purpose, region)])
         honors.append(policy.honor_gpc(region))
-    return pa.table(
-        {"region": keys, "mode": pa.array(modes, pa.int8()), "honor": pa.array(honors)}
-    )
+    return pa.table({"region": keys, "mode": pa.array(modes, pa.int8()), "honor": pa.array(honors)})
 
 
 def _adult_from(min_age: int) -> str:
@@ -123,9 +137,10 @@ def load_subjects(
     if cutoff is not None:
         params["cutoff"] = to_micros(cutoff)
     con.execute(_facts_sql(cutoff is not None), params)
+    # Members with more than one region: their region events, for region(c).
+    con.execute(_MOVES_SQL, {k: params[k] for k in ("t", "upto")})
     regions = con.execute(
-        "SELECT DISTINCT region_t FROM cg_facts UNION "
-        "SELECT DISTINCT unnest(region_events).region FROM cg_facts WHERE regions > 1"
+        "SELECT DISTINCT region_t FROM cg_facts UNION SELECT DISTINCT region FROM cg_region_events"
     ).fetchall()
     rules = _rules_table(policy, purpose, (r for (r,) in regions))
     con.register("cg_rules_arrow", rules)
@@ -146,14 +161,14 @@ SELECT f.name AS key, f.ps, f.erased,
 FROM cg_facts f JOIN cg_rules r ON r.region = COALESCE(f.region_t, '')
 """)
     # Members whose id was erased, found by pseudonym.
-    con.execute("CREATE OR REPLACE TEMP TABLE cg_unnamed AS SELECT * FROM cg_subj WHERE key IS NULL")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE cg_unnamed AS SELECT * FROM cg_subj WHERE key IS NULL"
+    )
     con.execute("DELETE FROM cg_subj WHERE key IS NULL")
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE cg_moves AS
-WITH ev AS (
-  SELECT ps, unnest(region_events, recursive := true) FROM cg_facts WHERE regions > 1
-), at_instant AS (  -- several region events at one instant: the one recorded last
-  SELECT ps, "at", arg_max(region, seq) AS region FROM ev GROUP BY ps, "at"
+WITH at_instant AS (  -- several region events at one instant: the one recorded last
+  SELECT ps, "at", arg_max(region, seq) AS region FROM cg_region_events GROUP BY ps, "at"
 ), ruled AS (
   SELECT a.ps, a."at", r.mode, r.honor FROM at_instant a JOIN cg_rules r USING (region)
 ), movers AS (
