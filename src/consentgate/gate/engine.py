@@ -205,13 +205,18 @@ TO {_lit(str(target))} (FORMAT parquet)
         ).fetchall()
         return [(int(f), int(r)) for f, r in found]
 
-    def write_data(self, target: Path) -> int:
-        """Copy every record not excluded to `target`, the input's columns untouched;
-        DuckDB reads and writes in parallel. Returns the rows written."""
+    def write_data(self, target: Path, *, kept: int, excluded: int) -> int:
+        """Copy every kept record to `target`, the input's columns untouched; DuckDB
+        reads and writes in parallel. The join builds on the smaller of the kept
+        and the excluded positions. Returns the rows written."""
+        if kept <= excluded:
+            join, wanted = "SEMI JOIN", f"reason IN {KEPT}"
+        else:
+            join, wanted = "ANTI JOIN", f"reason NOT IN {KEPT}"
         row = self.con.execute(f"""
 COPY (
   SELECT t.* EXCLUDE ({FILE_COL}, {ROW_COL}) FROM {self.scan} t
-  ANTI JOIN (SELECT pos FROM cg_decided WHERE reason NOT IN {KEPT}) x ON x.pos = {self.cols.pos}
+  {join} (SELECT pos FROM cg_decided WHERE {wanted}) x ON x.pos = {self.cols.pos}
 ) TO {_lit(str(target))} (FORMAT parquet)
 """).fetchone()
         return int(row[0]) if row else 0

@@ -274,7 +274,10 @@ def _gate(
             engine.write_contributors(tmp / "contributors.parquet")
             say("writing the kept records")
             (tmp / "data").mkdir()
-            data_rows = engine.write_data(tmp / DATA_FILE)
+            kept = counts["consented"] + counts["default_allowed"]
+            data_rows = engine.write_data(
+                tmp / DATA_FILE, kept=kept, excluded=sum(counts.values()) - kept
+            )
             rows = engine.kept_rows() if want_rows else []
         except duckdb.Error as err:
             raise InputError("input", "records DuckDB can read", str(err)) from None
