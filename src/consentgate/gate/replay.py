@@ -29,7 +29,6 @@ from consentgate.gate.run import (
     connect_duckdb,
     ledger_point,
     prepare,
-    purpose_policy,
 )
 from consentgate.ledger import tlog
 from consentgate.ledger.store import Ledger
@@ -107,7 +106,7 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
             )
     then = _stored_point(ledger, m["ledger"]["size"], m["ledger"]["root"])
     now = ledger_point(ledger) if ledger.signer is not None else _head_point(ledger, then)
-    policy = purpose_policy(ledger, options.purpose, options.as_of)
+    policy = ledger.purpose_policy(options.purpose, options.as_of)
     changed = (policy.version, policy.sha256) != (m["policy"]["version"], m["policy"]["sha256"])
     with tempfile.TemporaryDirectory(prefix="consentgate-replay-") as scratch_dir:
         scratch = Path(scratch_dir)

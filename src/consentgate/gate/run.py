@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from consentgate.domain.errors import InputError, StorageError, UnknownPurposeError
+from consentgate.domain.errors import InputError, StorageError
 from consentgate.domain.policy import Policy
 from consentgate.domain.timeutil import format_ts
 from consentgate.gate.engine import DuckDBGate, scan_sql
@@ -102,15 +102,6 @@ def ledger_point(ledger: Ledger) -> LedgerPoint:
             " key (--signing-key) or run `consentgate checkpoint` first"
         )
     return LedgerPoint.of_note(note)
-
-
-def purpose_policy(ledger: Ledger, purpose: str, at: datetime) -> Policy:
-    policy = ledger.policy_at(at)
-    if purpose not in policy.purposes:
-        raise UnknownPurposeError(
-            "purpose", "one of " + ", ".join(sorted(policy.purposes)), purpose
-        )
-    return policy
 
 
 def connect_duckdb(scratch: Path) -> duckdb.DuckDBPyConnection:
@@ -250,7 +241,7 @@ def _gate(
     input_names: Sequence[str] | None,
     want_rows: bool,
 ) -> GateResult:
-    policy = purpose_policy(ledger, options.purpose, options.as_of)
+    policy = ledger.purpose_policy(options.purpose, options.as_of)
     files = find_inputs(input)
     names = list(input_names) if input_names else [display_path(f.path) for f in files]
     if len(names) != len(files):

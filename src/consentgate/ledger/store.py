@@ -421,7 +421,7 @@ class Ledger:
         "sql" asks the database itself (fast for a few `subjects`, via the index);
         "auto" picks DuckDB for every subject and the database for a named few.
         """
-        policy = self._purpose_policy(purpose, at)
+        policy = self.purpose_policy(purpose, at)
         cutoff = policy.reconsent_cutoff(purpose, at)
         if engine not in ("auto", "duckdb", "sql"):
             raise InputError("engine", "auto, duckdb or sql", engine)
@@ -452,7 +452,7 @@ class Ledger:
     def snapshot_table(self, *, purpose: str, at: datetime) -> pa.Table:
         """`snapshot` for every subject as one Arrow table, for set-based consumers
         (the gate joins it to records); instants are microseconds since the epoch."""
-        policy = self._purpose_policy(purpose, at)
+        policy = self.purpose_policy(purpose, at)
         return snapshot_table_duckdb(
             self.engine,
             purpose=purpose,
@@ -470,7 +470,7 @@ class Ledger:
     ) -> Iterator[tuple[str, Decision]]:
         """Online decisions for every subject (or `subjects`) from the SQL snapshot.
         Requested subjects the ledger does not know are answered `unknown_subject`."""
-        policy = self._purpose_policy(purpose, at)
+        policy = self.purpose_policy(purpose, at)
         decide_facts = evaluator(policy, purpose, at)
         snap = self.snapshot(purpose=purpose, at=at, subjects=subjects, engine=engine)
         if subjects is None:
@@ -485,7 +485,8 @@ class Ledger:
             if subject not in seen:
                 yield subject, decide_facts(None)
 
-    def _purpose_policy(self, purpose: str, at: datetime) -> Policy:
+    def purpose_policy(self, purpose: str, at: datetime) -> Policy:
+        """The policy version in force at `at`, refusing a purpose it does not define."""
         policy = self.policy_at(at)
         if purpose not in policy.purposes:
             raise UnknownPurposeError(
