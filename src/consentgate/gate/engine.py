@@ -16,13 +16,15 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from consentgate.domain.decide import ALLOWED_REASONS, REASONS
 from consentgate.domain.errors import InputError
 from consentgate.domain.policy import MODE_RANK, Policy
 from consentgate.domain.timeutil import to_micros
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns, default_record_id
-from consentgate.gate.subjects import CODE, SUBJECT_FIELDS, pseudonym_sql
+from consentgate.gate.subjects import CODE, SUBJECT_FIELDS
+from consentgate.ledger.sealing import keyed
 
 __all__ = ["DuckDBGate", "scan_sql"]
 
@@ -57,15 +59,16 @@ def reason_sql(
     policy: Policy,
     purpose: str,
     at: datetime,
-    secret: bytes,
     scan: str,
     *,
     passthrough: bool,
+    members: str = "cg_subj",
+    where: str = "true",
 ) -> str:
-    """SELECT of every scanned record with its decision: `__cg_pos`, `__cg_subject`,
-    `__cg_rid` (the id column's value, if any), `__cg_ps` (pseudonym), `__cg_unnamed`
-    (the member has no id in the ledger any more) and `__cg_reason` (an index into
-    REASONS); with `passthrough`, the input's own columns first."""
+    """SELECT of every scanned record (or those matching `where`) with its decision:
+    `__cg_pos`, `__cg_subject`, `__cg_rid` (the id column's value, if any), `__cg_ps`
+    (pseudonym) and `__cg_reason` (an index into REASONS); with `passthrough`, the
+    input's own columns first. Members are looked up by id in `members`."""
     t = to_micros(at)
     sources = policy.purposes[purpose].eligible_sources
     if sources is None:
@@ -75,7 +78,7 @@ def reason_sql(
         source_bad = f"(r.__cg_source IS NULL OR r.__cg_source NOT IN ({allowed}))"
     excluded, opt_in = MODE_RANK["excluded"], MODE_RANK["opt_in"]
     record_id = cols.record_id or "CAST(NULL AS VARCHAR)"
-    members = ", ".join(f"COALESCE(n.{f}, u.{f}) AS __cg_{f}" for f in SUBJECT_FIELDS)
+    fields = ", ".join(f"n.{f} AS __cg_{f}" for f in SUBJECT_FIELDS)
     inputs = f"t.* EXCLUDE ({FILE_COL}, {ROW_COL}), " if passthrough else ""
     helpers = ", ".join(f"__cg_{f}" for f in SUBJECT_FIELDS if f != "ps")
     mode = "greatest(COALESCE(m.mode, r.__cg_mode_t), r.__cg_mode_t)"
@@ -98,16 +101,14 @@ def reason_sql(
 SELECT r.* EXCLUDE (__cg_c, __cg_source, __cg_sensitive, {helpers}),
   CAST(COALESCE({early}, {late}) AS UTINYINT) AS __cg_reason
 FROM (
-  SELECT r.*, n.ps IS NULL AS __cg_unnamed, {members}
+  SELECT r.*, {fields}
   FROM (
     SELECT {inputs}{cols.pos} AS __cg_pos, {cols.subject} AS __cg_subject,
       {cols.time_us} AS __cg_c, {cols.source} AS __cg_source,
       {cols.sensitive} AS __cg_sensitive, {record_id} AS __cg_rid
-    FROM {scan} t
+    FROM {scan} t WHERE {where}
   ) r
-  LEFT JOIN cg_subj n ON n.key = r.__cg_subject
-  LEFT JOIN cg_unnamed u ON u.ps = CASE WHEN n.ps IS NULL AND r.__cg_subject <> ''
-    THEN {pseudonym_sql(secret, "r.__cg_subject")} END
+  LEFT JOIN {members} n ON n.key = r.__cg_subject
 ) r
 LEFT JOIN cg_moves m ON m.ps = r.__cg_ps AND r.__cg_c >= m.from_us AND r.__cg_c < m.to_us
 """
@@ -152,17 +153,65 @@ class DuckDBGate:
         """Create `cg_decided` (pos, reason, ps, subject, record_id) for every record.
         Member and record ids are kept for excluded records (the exclusions), and
         the member id for members without an id in the ledger (the contributors);
-        `every_id` keeps both for every record (the replay compares them)."""
-        query = reason_sql(self.cols, policy, purpose, at, secret, self.scan, passthrough=False)
+        `every_id` keeps both for every record (the replay compares them).
+
+        Two phases: every record is decided against the named members; then the
+        distinct ids that came out `unknown_subject` get their keyed pseudonym (in
+        Python, a few thousand at most), and records of those that are a member
+        whose id was erased are decided again against that member."""
         default = default_record_id(self.names, "__cg_pos")
         wanted = "true" if every_id else f"__cg_reason NOT IN {KEPT}"
-        self.con.execute(f"""
-CREATE OR REPLACE TEMP TABLE cg_decided AS
+        select = f"""
 SELECT __cg_pos AS pos, __cg_reason AS reason, __cg_ps AS ps,
-  CASE WHEN {wanted} OR __cg_unnamed THEN __cg_subject END AS subject,
-  CASE WHEN {wanted} THEN COALESCE(__cg_rid, {default}) END AS record_id
-FROM ({query})
+  CASE WHEN {{wanted}} THEN __cg_subject END AS subject,
+  CASE WHEN {{wanted}} THEN COALESCE(__cg_rid, {default}) END AS record_id
+FROM ({{query}})"""
+        query = reason_sql(self.cols, policy, purpose, at, self.scan, passthrough=False)
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE cg_decided AS "
+            + select.format(wanted=wanted, query=query)
+        )
+        unknown = self.con.execute(
+            f"SELECT DISTINCT subject FROM cg_decided WHERE reason = {CODE['unknown_subject']}"
+        ).fetchall()
+        unnamed = {int(ps) for (ps,) in self.con.execute("SELECT ps FROM cg_unnamed").fetchall()}
+        if not unknown or not unnamed:
+            return
+        keyed_hash = keyed(secret)
+        aliases = {}
+        for (subject,) in unknown:
+            ps = int.from_bytes(keyed_hash(subject.encode())[:8], "big", signed=True)
+            if ps in unnamed:
+                aliases[subject] = ps
+        if not aliases:
+            return
+        self.con.register(
+            "cg_alias_arrow",
+            pa.table({"key": list(aliases), "ps": pa.array(list(aliases.values()), pa.int64())}),
+        )
+        try:
+            self.con.execute(
+                "CREATE OR REPLACE TEMP TABLE cg_alias AS "
+                "SELECT a.key, u.* EXCLUDE (key) FROM cg_alias_arrow a JOIN cg_unnamed u USING (ps)"
+            )
+            again = reason_sql(
+                self.cols,
+                policy,
+                purpose,
+                at,
+                self.scan,
+                passthrough=False,
+                members="cg_alias",
+                where=f"{self.cols.subject} IN (SELECT key FROM cg_alias)",
+            )
+            # Their member id is kept whatever the outcome: it is not in the ledger.
+            self.con.execute(f"""
+UPDATE cg_decided d SET reason = x.reason, ps = x.ps, subject = x.subject,
+  record_id = x.record_id
+FROM ({select.format(wanted="true", query=again)}) x WHERE d.pos = x.pos
 """)
+        finally:
+            self.con.unregister("cg_alias_arrow")
 
     def counts(self) -> dict[str, int]:
         rows = self.con.execute(

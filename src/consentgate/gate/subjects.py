@@ -11,7 +11,7 @@ the member and T is settled there, once, so the per-record query is a join and a
              (mode rank and GPC of region(T)), latest / latest_gpc (the reason of the
              latest choice without and with GPC counted), invalidated.
 ``cg_unnamed`` the same for members whose id was erased (key NULL), found by
-             pseudonym (`pseudonym_sql`).
+             pseudonym (`DuckDBGate.decide`).
 ``cg_moves`` only for members whose region events do not all share one (mode, GPC)
              outcome: intervals [from_us, to_us) of collection time with the mode and
              GPC of region(c) there. Everyone else has region(c) = region(T).
@@ -22,7 +22,6 @@ indices into `REASONS`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -34,7 +33,7 @@ from consentgate.domain.facts import CHOICE_RANK
 from consentgate.domain.policy import MODE_RANK, Policy
 from consentgate.domain.timeutil import to_micros
 
-__all__ = ["CODE", "SUBJECT_FIELDS", "load_subjects", "pseudonym_sql"]
+__all__ = ["CODE", "SUBJECT_FIELDS", "load_subjects"]
 
 CODE = {reason: i for i, reason in enumerate(REASONS)}
 SUBJECT_FIELDS = (
@@ -181,19 +180,3 @@ SELECT ps,
 FROM ruled SEMI JOIN movers USING (ps)
 WINDOW w AS (PARTITION BY ps ORDER BY "at")
 """)
-
-
-def pseudonym_sql(secret: bytes, text: str) -> str:
-    """SQL: `sealing.pseudonym(secret, text)` computed by DuckDB (HMAC-SHA256, the
-    first 8 bytes as a signed big-endian integer), for ids no named member answers
-    to: an erased member's records are recognised this way."""
-    key = secret if len(secret) <= 64 else hashlib.sha256(secret).digest()
-    key = key.ljust(64, b"\0")
-    inner = bytes(b ^ 0x36 for b in key).hex()
-    outer = bytes(b ^ 0x5C for b in key).hex()
-    digest = f"sha256(unhex('{outer}') || unhex(sha256(unhex('{inner}') || encode({text}))))"
-    unsigned = f"CAST('0x' || left({digest}, 16) AS UBIGINT)"
-    return (
-        f"CAST(CAST({unsigned} AS HUGEINT) - CASE WHEN {unsigned} >= 9223372036854775808 "
-        "THEN 18446744073709551616 ELSE 0 END AS BIGINT)"
-    )
