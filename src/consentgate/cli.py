@@ -97,6 +97,8 @@ def errors_as_exit() -> Iterator[None]:
         fail(str(exc))
     except ConsentGateError as exc:
         fail(str(exc))
+    except OSError as exc:  # a file that cannot be read or written
+        fail(str(exc))
 
 
 def ledger(*, create: bool = False) -> Ledger:

@@ -119,6 +119,19 @@ def oracle(
     source: str | None = None,
 ) -> Decision:
     subject = record["subject_id"]
+    events = by_subject.get(subject or "", [])
+    when = record["collected_at"]
+    if (
+        subject
+        and when is not None
+        and when <= at
+        and any(e.type == "erasure" for e in events)
+        and any(e.at <= at for e in events)
+    ):
+        # The gate's one deliberate step beyond decide(): a member whose id and
+        # personal fields were erased cannot be proven eligible at any T, so past
+        # rules 1-2 their records are excluded as erased (docs/gate.md).
+        return Decision(False, "erased")
     return decide(
         events=by_subject.get(subject or "", []),
         policy=history,

@@ -169,18 +169,26 @@ def test_same_run_twice_keeps_the_same_records(world: World, tmp_path: Path) -> 
 def test_an_existing_output_directory_is_refused_unless_overwrite(
     world: World, tmp_path: Path
 ) -> None:
+    run = {"ledger": world.ledger, "purpose": "ai_training", "as_of": AT}
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(InputError, match="--out"):
-        gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out)
+    for overwrite in (False, True):  # only a previous run is ever overwritten
+        with pytest.raises(InputError, match="--out"):
+            gate(world.parquet, out=out, overwrite=overwrite, **run)  # type: ignore[arg-type]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    gate(
-        world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out, overwrite=True
-    )
-    assert not (out / "keep.txt").exists()
-    assert check_manifest(out) == []
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".run")] == []
+    again = tmp_path / "again"
+    gate(world.parquet, out=again, **run)  # type: ignore[arg-type]
+    (again / "extra.txt").write_text("old")
+    with pytest.raises(InputError, match="--out"):
+        gate(world.parquet, out=again, **run)  # type: ignore[arg-type]
+    gate(world.parquet, out=again, overwrite=True, **run)  # type: ignore[arg-type]
+    assert not (again / "extra.txt").exists()
+    assert check_manifest(again) == []
+    with pytest.raises(InputError, match="apart from the inputs"):
+        gate(again / "data", out=again, overwrite=True, **run)  # type: ignore[arg-type]
+    assert check_manifest(again) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".run", ".again"))] == []
 
 
 _RUNNER = """
@@ -471,3 +479,86 @@ def test_a_run_leaves_its_output_and_its_signed_checkpoint_only(
     # The checkpoint the run used is signed, stored and appended to the external log.
     assert set(os.listdir(tmp_path)) - before == {"run", "l.key.checkpoints"}
     assert result.manifest["ledger"]["checkpoint"] in (tmp_path / "l.key.checkpoints").read_text()
+
+
+def test_inputs_that_could_open_a_gap_are_refused(world: World, tmp_path: Path) -> None:
+    run = {"ledger": world.ledger, "purpose": "ai_training", "as_of": AT}
+    # Two files whose schemas differ: the second's sensitive flags would be lost.
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pq.write_table(pa.table({"subject_id": ["a"], "collected_at": [AT]}), parts / "1.parquet")
+    pq.write_table(
+        pa.table({"subject_id": ["a"], "collected_at": [AT], "sensitive": [True]}),
+        parts / "2.parquet",
+    )
+    with pytest.raises(InputError, match="one schema"):
+        gate(parts, out=tmp_path / "o1", **run)  # type: ignore[arg-type]
+    # A date without a time of day carries no zone.
+    dated = tmp_path / "dated.jsonl"
+    dated.write_text(json.dumps({"subject_id": "a", "collected_at": "2024-01-02"}) + "\n")
+    with pytest.raises(InputError, match="without timezone"):
+        gate(dated, out=tmp_path / "o2", **run)  # type: ignore[arg-type]
+    # A sensitive column named but absent is an error, not "nothing is sensitive".
+    with pytest.raises(InputError, match="--sensitive-col"):
+        gate(world.parquet, out=tmp_path / "o3", columns=Columns(sensitive="nsfw"), **run)  # type: ignore[arg-type]
+    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
+
+
+def test_directory_names_are_not_read_as_columns(world: World, tmp_path: Path) -> None:
+    # A file under source=post/ whose own records say private_message stays ineligible.
+    folder = tmp_path / "source=post"
+    folder.mkdir()
+    subject = sorted(world.by_subject)[0]
+    pq.write_table(
+        pa.table({"subject_id": [subject], "collected_at": [AT], "source": ["private_message"]}),
+        folder / "p.parquet",
+    )
+    out = tmp_path / "run"
+    result = gate(
+        tmp_path / "source=post", ledger=world.ledger, purpose="ai_training", as_of=AT, out=out
+    )
+    assert result.manifest["rows"]["kept"] == 0
+    assert pq.read_schema(out / "data" / "part-00000.parquet").names == [
+        "subject_id",
+        "collected_at",
+        "source",
+    ]
+
+
+def test_a_purpose_with_no_eligible_source_keeps_nothing(tmp_path: Path) -> None:
+    policy = POLICY.replace('eligible_sources = ["post", "comment"]', "eligible_sources = []")
+    assert policy != POLICY
+    world = World(tmp_path, members=40, records=300)
+    try:
+        world.ledger.apply_policy(
+            policy.replace('version = "contract-1"', 'version = "contract-2"')
+        )
+        result = gate(
+            world.parquet,
+            ledger=world.ledger,
+            purpose="ai_training",
+            as_of=AT,
+            out=tmp_path / "run",
+        )
+    finally:
+        world.ledger.close()
+    assert result.manifest["rows"]["kept"] == 0
+    assert result.manifest["reasons"]["source_not_eligible"] > 0
+
+
+def test_replay_after_an_erasure_names_the_members_records(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    gate(world.parquet, ledger=world.ledger, purpose="ai_training", as_of=AT, out=out, columns=IDS)
+    expected = world.expected()
+    kept = [r for r in world.records if expected[r["record_id"]] == "kept"]
+    member = kept[0]["subject_id"]
+    world.ledger.record({"type": "erasure", "subject": member, "at": "2026-06-01T00:00:00Z"})
+    report = replay(out, world.ledger)
+    # Every record of theirs past rules 1-2 is now erased, kept or not before.
+    theirs = {
+        r["record_id"]
+        for r in world.records
+        if r["subject_id"] == member and expected[r["record_id"]] != "invalid_record"
+    }
+    for view in (report.reproduced, report.current):
+        assert {d.record_id for d in view.differences if d.after == "erased"} == theirs

@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 
 from consentgate.domain.decide import ALLOWED_REASONS, REASONS
-from consentgate.domain.errors import InputError
+from consentgate.domain.errors import InputError, StorageError
 from consentgate.domain.policy import MODE_RANK, Policy
 from consentgate.domain.timeutil import to_micros
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns, default_record_id
@@ -38,7 +38,10 @@ def _lit(text: str) -> str:
 
 def scan_sql(scans: Sequence[Path]) -> str:
     files = "[" + ", ".join(_lit(str(p)) for p in scans) + "]"
-    return f"read_parquet({files}, filename={_lit(FILE_COL)}, file_row_number=true)"
+    return (
+        f"read_parquet({files}, filename={_lit(FILE_COL)}, file_row_number=true, "
+        "hive_partitioning=false)"
+    )
 
 
 def _opt_out_tail(policy: Policy, purpose: str, at: datetime, c_us: str) -> str:
@@ -73,8 +76,10 @@ def reason_sql(
     sources = policy.purposes[purpose].eligible_sources
     if sources is None:
         source_bad = "false"
+    elif not sources:
+        source_bad = "true"  # an empty list: no source is eligible
     else:
-        allowed = ", ".join(_lit(s) for s in sorted(sources)) or "NULL"
+        allowed = ", ".join(_lit(s) for s in sorted(sources))
         source_bad = f"(r.__cg_source IS NULL OR r.__cg_source NOT IN ({allowed}))"
     excluded, opt_in = MODE_RANK["excluded"], MODE_RANK["opt_in"]
     record_id = cols.record_id or "CAST(NULL AS VARCHAR)"
@@ -157,8 +162,8 @@ class DuckDBGate:
 
         Two phases: every record is decided against the named members; then the
         distinct ids that came out `unknown_subject` get their keyed pseudonym (in
-        Python, a few thousand at most), and records of those that are a member
-        whose id was erased are decided again against that member."""
+        Python, a few thousand at most), and records of a member whose id was
+        erased (and who has events at or before T) become `erased`."""
         default = default_record_id(self.names, "__cg_pos")
         wanted = "true" if every_id else f"__cg_reason NOT IN {KEPT}"
         select = f"""
@@ -185,30 +190,18 @@ FROM ({{query}})"""
                 aliases[subject] = ps
         if not aliases:
             return
+        # A member whose id was erased has lost the personal fields (region, birth
+        # date) the rule needs for any T: eligibility cannot be proven, so every such
+        # record that got past rules 1-2 is excluded as erased (fail closed).
         self.con.register(
             "cg_alias_arrow",
             pa.table({"key": list(aliases), "ps": pa.array(list(aliases.values()), pa.int64())}),
         )
         try:
-            self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE cg_alias AS "
-                "SELECT a.key, u.* EXCLUDE (key) FROM cg_alias_arrow a JOIN cg_unnamed u USING (ps)"
-            )
-            again = reason_sql(
-                self.cols,
-                policy,
-                purpose,
-                at,
-                self.scan,
-                passthrough=False,
-                members="cg_alias",
-                where=f"{self.cols.subject} IN (SELECT key FROM cg_alias)",
-            )
-            # Their member id is kept whatever the outcome: it is not in the ledger.
             self.con.execute(f"""
-UPDATE cg_decided d SET reason = x.reason, ps = x.ps, subject = x.subject,
-  record_id = x.record_id
-FROM ({select.format(wanted="true", query=again)}) x WHERE d.pos = x.pos
+UPDATE cg_decided d SET reason = {CODE["erased"]}, ps = a.ps
+FROM cg_alias_arrow a
+WHERE d.reason = {CODE["unknown_subject"]} AND d.subject = a.key
 """)
         finally:
             self.con.unregister("cg_alias_arrow")
@@ -254,21 +247,29 @@ TO {_lit(str(target))} (FORMAT parquet)
         ).fetchall()
         return [(int(f), int(r)) for f, r in found]
 
-    def write_data(self, target: Path, *, kept: int, excluded: int) -> int:
-        """Copy every kept record to `target`, the input's columns untouched; DuckDB
-        reads and writes in parallel. The join builds on the smaller of the kept
-        and the excluded positions. Returns the rows written."""
-        if kept <= excluded:
-            join, wanted = "SEMI JOIN", f"reason IN {KEPT}"
-        else:
-            join, wanted = "ANTI JOIN", f"reason NOT IN {KEPT}"
+    def write_data(self, target: Path) -> int:
+        """Copy the kept records to `target`, the input's columns untouched; DuckDB
+        reads and writes in parallel. Only positions decided as kept are copied
+        (a semi join: a record the decision pass did not see is never kept).
+        Returns the rows written."""
         row = self.con.execute(f"""
 COPY (
   SELECT t.* EXCLUDE ({FILE_COL}, {ROW_COL}) FROM {self.scan} t
-  {join} (SELECT pos FROM cg_decided WHERE {wanted}) x ON x.pos = {self.cols.pos}
+  SEMI JOIN (SELECT pos FROM cg_decided WHERE reason IN {KEPT}) x ON x.pos = {self.cols.pos}
 ) TO {_lit(str(target))} (FORMAT parquet)
 """).fetchone()
         return int(row[0]) if row else 0
+
+    def check_positions(self, rows: int) -> None:
+        """Every input row was decided once, at a known position; else refuse."""
+        found = self.con.execute(
+            "SELECT count(*), count(pos), count(DISTINCT pos) FROM cg_decided"
+        ).fetchone()
+        if found is None or not (found[0] == found[1] == found[2] == rows):
+            raise StorageError(
+                f"the input changed or could not be read consistently: {rows} rows in the"
+                f" file footers, {found} decided (rows, positions, distinct positions)"
+            )
 
     def record_ids_sql(self) -> str:
         """SELECT of (pos, record_id, subject_id, reason name) from `cg_decided`."""

@@ -84,11 +84,20 @@ def find_inputs(spec: str | Path | Sequence[str | Path]) -> list[InputFile]:
 def check_parquet(files: Sequence[InputFile]) -> None:
     """Read each Parquet file's footer: corrupt or unreadable files are refused
     before any work, naming the file; also counts rows."""
+    first = None
     for f in files:
         try:
-            f.rows = pq.ParquetFile(f.scan).metadata.num_rows
+            meta = pq.ParquetFile(f.scan)
+            f.rows = meta.metadata.num_rows
+            schema = meta.schema_arrow.remove_metadata()
         except (OSError, ValueError) as err:
             raise InputError("input", "a readable Parquet file", f"{f.path}: {err}") from None
+        if first is None:
+            first = (f.path, schema)
+        elif not schema.equals(first[1]):
+            raise InputError(
+                "input", f"files with one schema (that of {first[0]})", f"{f.path}: {schema}"
+            )
 
 
 def stage_text_inputs(

@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from consentgate.domain.errors import InputError
-from consentgate.gate.options import GateOptions
+from consentgate.gate.options import Columns, GateOptions
 
 __all__ = ["FILE_COL", "ROW_COL", "RecordColumns", "quote_ident"]
 
 FILE_COL = "__cg_file"
 ROW_COL = "file_row_number"
 _POS_SHIFT = 40  # rows per file < 2**40
-_ZONE = r"([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
+# A time of day, then a zone: `Z` or an offset (a bare date is not zoned).
+_ZONE = r"[0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?\s*([zZ]|[+-][0-9]{2}(:?[0-9]{2})?)$"
 _NAIVE_TYPES = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE")
 
 
@@ -61,6 +62,13 @@ class RecordColumns:
                 )
         subject = f"CAST({quote_ident(cols.subject)} AS VARCHAR)"
         time_us, naive_check = _time_expr(cols.time, schema[cols.time], options)
+        defaults = Columns()
+        for role, name, default in (
+            ("source", cols.source, defaults.source),
+            ("sensitive", cols.sensitive, defaults.sensitive),
+        ):
+            if name != default and name not in schema:
+                raise InputError(f"--{role}-col", f"a column of the input (found: {found})", name)
         if options.source is not None:
             source = _literal(options.source)
         elif cols.source in schema:

@@ -6,10 +6,14 @@ the same question (purpose, as-of, columns), twice:
 - **reproduced**: counting only the events recorded up to the run's checkpoint,
   whose root must still be the ledger's at that size. On an intact ledger this
   gives the run's own outcome for every record: any difference is a finding.
-- **current**: counting every event recorded since as well. An event recorded
-  after the run but dated before its as-of (a back-dated opt-out), an erasure,
-  or a policy version applied since shows up here, named by record and reason:
-  what the run's output should no longer contain.
+- **current**: counting every event recorded since as well, with the policy in
+  force now. An event recorded after the run but dated before its as-of (a
+  back-dated opt-out), an erasure (at any date: the member's records are excluded
+  as `erased` from then on) or a policy version applied since shows up here,
+  named by record and reason: what the run's output should no longer contain.
+
+A member erased since the run shows up in both views: the erasure destroyed the
+personal fields the run's decision was made from.
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from consentgate.domain.errors import InputError, StorageError
+from consentgate.domain.policy import Policy
 from consentgate.gate.inputs import find_inputs, sha256_file
-from consentgate.gate.manifest import load_manifest
+from consentgate.gate.manifest import check_manifest, load_manifest
 from consentgate.gate.options import GateOptions
 from consentgate.gate.run import (
     LedgerPoint,
     connect_duckdb,
-    ledger_point,
     prepare,
 )
 from consentgate.ledger import tlog
@@ -92,8 +98,9 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
         path = path / "manifest.json"
     m = load_manifest(path)
     before = path.parent / "exclusions.parquet"
-    if not before.is_file():
-        raise InputError("manifest", "a run directory with exclusions.parquet", str(path.parent))
+    problems = check_manifest(path.parent)
+    if problems:
+        raise InputError("manifest", "an intact run directory", "; ".join(problems))
     options = GateOptions.from_manifest(m)
     names = [item["path"] for item in m["inputs"]]
     files = find_inputs(names)
@@ -105,18 +112,23 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
                 f"{item['path']} has changed",
             )
     then = _stored_point(ledger, m["ledger"]["size"], m["ledger"]["root"])
-    now = ledger_point(ledger) if ledger.signer is not None else _head_point(ledger, then)
+    now = _head_point(ledger, then)  # read-only: the replay signs nothing
     policy = ledger.purpose_policy(options.purpose, options.as_of)
-    changed = (policy.version, policy.sha256) != (m["policy"]["version"], m["policy"]["sha256"])
+    used = _run_policy(ledger, m["policy"]["sha256"])
+    changed = policy.sha256 != m["policy"]["sha256"]
     with tempfile.TemporaryDirectory(prefix="consentgate-replay-") as scratch_dir:
         scratch = Path(scratch_dir)
         results = []
-        for point in (then, now):
+        for point, version in ((then, used), (now, policy)):
             con = connect_duckdb(scratch)
             try:
-                engine = prepare(con, ledger, files, names, options, policy, point, scratch, _quiet)
-                engine.decide(policy, options.purpose, options.as_of, ledger.secret, every_id=True)
+                engine = prepare(
+                    con, ledger, files, names, options, version, point, scratch, _quiet
+                )
+                engine.decide(version, options.purpose, options.as_of, ledger.secret, every_id=True)
                 results.append(_compare(con, engine.record_ids_sql(), before, point.size, limit))
+            except duckdb.Error as err:
+                raise StorageError(f"the replay could not complete: {err}") from None
             finally:
                 con.close()
     return ReplayReport(
@@ -124,8 +136,16 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
     )
 
 
+def _run_policy(ledger: Ledger, sha256: str) -> Policy:
+    """The applied policy version the run used, found by its SHA-256."""
+    for applied in ledger.policies():
+        if applied.policy.sha256 == sha256:
+            return applied.policy
+    raise StorageError(f"the ledger holds no policy version with SHA-256 {sha256}, the run's")
+
+
 def _head_point(ledger: Ledger, then: LedgerPoint) -> LedgerPoint:
-    """Without a signing key: the ledger's head, unsigned, for the current view."""
+    """The ledger's head, unsigned, for the current view."""
     head = ledger.head()
     return LedgerPoint(head.size, "", then.origin, "")
 

@@ -118,19 +118,25 @@ def connect_duckdb(scratch: Path) -> duckdb.DuckDBPyConnection:
 
 @contextmanager
 def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A scratch directory renamed to `out` when the block completes, removed if not."""
+    """A scratch directory renamed to `out` when the block completes, removed if not.
+    Only a previous run (a directory with a manifest.json) is ever replaced, and it
+    is put back if the replacement cannot be renamed into place."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError("--out", "a directory that does not exist yet (or --overwrite)", str(out))
+    check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
         yield tmp
+        _fsync_tree(tmp)
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:12]}"
             out.rename(old)
-            tmp.rename(out)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
@@ -138,6 +144,30 @@ def atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an existing `out` unless overwriting a previous run directory."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise InputError("--out", "a directory that does not exist yet (or --overwrite)", str(out))
+    if not (out.is_dir() and (out / "manifest.json").is_file()):
+        raise InputError("--out", "a previous gate run to overwrite (with manifest.json)", str(out))
+
+
+def _fsync_tree(root: Path) -> None:
+    """Make every file and directory under `root` durable before it is published."""
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(root)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -246,9 +276,10 @@ def _gate(
     names = list(input_names) if input_names else [display_path(f.path) for f in files]
     if len(names) != len(files):
         raise InputError("input_names", f"{len(files)} names, one per input file", len(names))
-    if out.exists() and not overwrite:
-        raise InputError("--out", "a directory that does not exist yet (or --overwrite)", str(out))
+    check_out(out, overwrite)
+    _check_apart(out, files)
     point = ledger_point(ledger)
+    before = [_stamp(f.path) for f in files]
     with atomic_dir(out, overwrite) as tmp, ThreadPoolExecutor(1) as hasher:
         scratch = tmp / ".scratch"
         scratch.mkdir()
@@ -258,6 +289,7 @@ def _gate(
             engine = prepare(con, ledger, files, names, options, policy, point, scratch, say)
             say("deciding every record")
             engine.decide(policy, options.purpose, options.as_of, ledger.secret)
+            engine.check_positions(sum(f.rows for f in files))
             counts = engine.counts()
             subjects = engine.subject_counts()
             say("writing exclusions and contributors")
@@ -265,13 +297,10 @@ def _gate(
             engine.write_contributors(tmp / "contributors.parquet")
             say("writing the kept records")
             (tmp / "data").mkdir()
-            kept = counts["consented"] + counts["default_allowed"]
-            data_rows = engine.write_data(
-                tmp / DATA_FILE, kept=kept, excluded=sum(counts.values()) - kept
-            )
+            data_rows = engine.write_data(tmp / DATA_FILE)
             rows = engine.kept_rows() if want_rows else []
         except duckdb.Error as err:
-            raise InputError("input", "records DuckDB can read", str(err)) from None
+            raise StorageError(f"the gate could not complete: {err}") from None
         finally:
             con.close()
         shutil.rmtree(scratch)
@@ -279,6 +308,11 @@ def _gate(
         outputs = [DATA_FILE, "exclusions.parquet", "contributors.parquet"]
         out_hashes = {p: hasher.submit(sha256_file, tmp / p) for p in outputs}
         out_rows = {p: pq.ParquetFile(tmp / p).metadata.num_rows for p in outputs}
+        kept = counts["consented"] + counts["default_allowed"]
+        if not out_rows[DATA_FILE] == data_rows == kept:
+            raise StorageError(f"wrote {data_rows} kept records, decided {kept}: run refused")
+        if [_stamp(f.path) for f in files] != before:
+            raise InputError("input", "files that do not change during the run", "a change")
         manifest = _manifest(
             options,
             policy,
@@ -294,8 +328,20 @@ def _gate(
             subjects=subjects,
         )
         write_manifest(tmp / "manifest.json", manifest)
-    assert out_rows[DATA_FILE] == data_rows
     return GateResult(out=out, manifest=manifest, kept_rows=rows)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _check_apart(out: Path, files: Sequence[InputFile]) -> None:
+    """The output directory must not hold, or be held by, an input."""
+    target = out.resolve()
+    for f in files:
+        if f.path == target or target in f.path.parents:
+            raise InputError("--out", "a directory apart from the inputs", str(out))
 
 
 def _manifest(
