@@ -9,23 +9,30 @@ engine (Spark) joins to be held to the same suite.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import consentgate
 from consentgate.domain import REASONS
+from consentgate.domain.timeutil import format_ts
 from consentgate.gate import gate
 from consentgate.ledger import tlog
 from consentgate.ledger.sealing import erased_label
 
 from ..conftest import OpenLedger
-from ..ledger.eventgen import INSTANTS, POLICY
+from ..ledger.eventgen import INSTANTS, POLICY, REGIONS, START
 from ..ledger.test_contract import as_stored, population, write_jsonl
-from .corpus import boundary_records, oracle, random_records, write_parquet
+from .corpus import SOURCES, boundary_records, oracle, random_records, write_parquet
 
 ENGINES = ["duckdb"]
 
@@ -85,3 +92,102 @@ def test_every_record_gets_the_oracles_reason(
 
 def _ids() -> consentgate.gate.Columns:
     return consentgate.gate.Columns(id="record_id")
+
+
+# -- Hypothesis: small generated worlds, one gate run each -----------------------------
+
+_DAY = st.integers(min_value=-20, max_value=960).map(lambda d: START + timedelta(days=d))
+
+
+@st.composite
+def _event(draw: st.DrawFn, subject: str) -> dict[str, str]:
+    at = format_ts(draw(_DAY))
+    kind = draw(st.sampled_from(["profile", "profile", "consent", "consent", "signal", "erasure"]))
+    if kind == "profile":
+        ev = {"type": "profile", "subject": subject, "at": at}
+        if draw(st.booleans()):
+            ev["region"] = draw(st.sampled_from(REGIONS))
+        if "region" not in ev or draw(st.booleans()):
+            year = draw(st.sampled_from([1960, 1990, 2004, 2006, 2007, 2008]))
+            ev["birth_date"] = (
+                f"{year}-{draw(st.integers(1, 12)):02d}-{draw(st.integers(1, 28)):02d}"
+            )
+        return ev
+    if kind == "consent":
+        return {
+            "type": "consent",
+            "subject": subject,
+            "at": at,
+            "purpose": draw(st.sampled_from(["ai_training", "genai_features"])),
+            "choice": draw(st.sampled_from(["granted", "withdrawn", "refused"])),
+        }
+    if kind == "signal":
+        return {"type": "signal", "subject": subject, "at": at, "signal": "gpc"}
+    return {"type": "erasure", "subject": subject, "at": at}
+
+
+@st.composite
+def _world(draw: st.DrawFn) -> tuple[list[dict[str, str]], list[dict[str, Any]], datetime, str]:
+    n = draw(st.integers(1, 4))
+    prefix = f"h{next(_COUNTER)}-"
+    subjects = [f"{prefix}{i}" for i in range(n)]
+    events = [e for s in subjects for e in draw(st.lists(_event(s), min_size=1, max_size=6))]
+    who = st.sampled_from([*subjects, None, "", f"{prefix}stranger"])
+    when = st.one_of(st.none(), _DAY, _DAY.map(lambda d: d + timedelta(hours=13)))
+    records = [
+        {
+            "record_id": f"{prefix}r{i}",
+            "subject_id": draw(who),
+            "collected_at": draw(when),
+            "source": draw(st.sampled_from(SOURCES)),
+            "sensitive": draw(st.sampled_from([True, False, None])),
+            "text": "t",
+        }
+        for i in range(draw(st.integers(1, 15)))
+    ]
+    at = draw(st.sampled_from(INSTANTS))
+    return events, records, at, draw(st.sampled_from(["ai_training", "genai_features"]))
+
+
+_COUNTER = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def shared_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[consentgate.Ledger]:
+    root = tmp_path_factory.mktemp("hypothesis-ledger")
+    tlog.create_signing_key(root / "l.key")
+    ledger = consentgate.open(f"sqlite:///{root / 'l.db'}", signing_key=root / "l.key")
+    ledger.apply_policy(POLICY)
+    yield ledger
+    ledger.close()
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(world=_world())
+def test_generated_worlds_get_the_oracles_reasons(
+    shared_ledger: consentgate.Ledger, tmp_path: Path, world: tuple[Any, ...]
+) -> None:
+    events, records, at, purpose = world
+    n = next(_COUNTER)
+    shared_ledger.import_events(write_jsonl(tmp_path / f"e{n}.jsonl", events))
+    data = write_parquet(tmp_path / f"c{n}.parquet", records)
+    gate(
+        data,
+        ledger=shared_ledger,
+        purpose=purpose,
+        as_of=at,
+        out=tmp_path / f"run{n}",
+        columns=_ids(),
+    )
+    got = run_reasons(tmp_path / f"run{n}")
+    by_subject = as_stored(events)
+    history = shared_ledger.policy_history()
+    for rec in records:
+        want = oracle(rec, by_subject, history, purpose, at)
+        assert got[rec["record_id"]] == ("kept" if want.allowed else want.reason), (
+            rec,
+            at,
+            purpose,
+        )
