@@ -464,7 +464,10 @@ def gate_command(
         str | None,
         typer.Option("--naive-timestamps", help="'utc': read times without a timezone as UTC."),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out directory.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a previous run's --out directory.")
+    ] = False,
+    engine: Annotated[str, typer.Option(help="Gate engine: duckdb.")] = "duckdb",
     replay: Annotated[
         Path | None,
         typer.Option(help="Re-evaluate the run of this manifest.json and report differences."),
@@ -508,6 +511,7 @@ def gate_command(
                 naive_timestamps=naive_timestamps,
                 overwrite=overwrite,
                 progress=step,
+                engine=engine,
             )
     m = result.manifest
     if as_json:

@@ -411,9 +411,11 @@ def test_bad_input_is_refused_with_what_was_found(world: World, tmp_path: Path) 
             as_of=datetime(2025, 1, 1),  # noqa: DTZ001
             out=tmp_path / "o5",
         )
+    with pytest.raises(InputError, match="--engine"):
+        gate(world.parquet, out=tmp_path / "o7", engine="spark", **run)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="existing file"):
         gate(tmp_path / "missing.parquet", out=tmp_path / "o6", **run)  # type: ignore[arg-type]
-    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 7))
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
 
 
 def test_a_ledger_without_checkpoints_or_key_is_refused(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ STEPS = (
     "hashing inputs and outputs",
 )
 DATA_FILE = "data/part-00000.parquet"
+ENGINES = ("duckdb",)  # the Spark engine will join here (DESIGN §7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +242,16 @@ def gate(
     signing_key: str | Path | None = None,
     input_names: Sequence[str] | None = None,
     kept_rows: bool = False,
+    engine: str = "duckdb",
 ) -> GateResult:
     """Gate `input` for `purpose` as of `as_of` (default now) against `ledger`
     (a `Ledger` or a database URL), writing DESIGN §5's outputs to `out`.
 
     `input_names`: how the manifest and default record ids name the input files
-    (default: their paths); `kept_rows`: also return the kept rows' positions."""
+    (default: their paths); `kept_rows`: also return the kept rows' positions;
+    `engine`: one of `ENGINES`."""
+    if engine not in ENGINES:
+        raise InputError("--engine", "one of " + ", ".join(ENGINES), engine)
     say = progress or _no_progress
     options = GateOptions(
         purpose=purpose,
