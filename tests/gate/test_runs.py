@@ -564,3 +564,22 @@ def test_replay_after_an_erasure_names_the_members_records(world: World, tmp_pat
     }
     for view in (report.reproduced, report.current):
         assert {d.record_id for d in view.differences if d.after == "erased"} == theirs
+
+
+def test_paths_with_quotes_and_spaces_work(tmp_path: Path) -> None:
+    root = tmp_path / "it's a dir"
+    root.mkdir()
+    world = World(root, members=30, records=200)
+    try:
+        out = root / "run's out"
+        gate(
+            world.parquet,
+            ledger=world.ledger,
+            purpose="ai_training",
+            as_of=AT,
+            out=out,
+            columns=IDS,
+        )
+    finally:
+        world.ledger.close()
+    assert outcomes(out) == world.expected()

@@ -55,6 +55,7 @@ def _extension_file(backend: str) -> Path:
 
 
 def _libpq(url: URL) -> str:
+    """A libpq key=value connection string; values quoted as libpq reads them."""
     parts = {
         "host": url.host,
         "port": url.port,
@@ -62,20 +63,29 @@ def _libpq(url: URL) -> str:
         "user": url.username,
         "password": url.password,
     }
-    return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
+    return " ".join(
+        f"{k}='{str(v).replace(chr(92), chr(92) * 2).replace(chr(39), chr(92) + chr(39))}'"
+        for k, v in parts.items()
+        if v is not None
+    )
+
+
+def _sql_text(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def attach_ledger(con: duckdb.DuckDBPyConnection, engine: Engine, alias: str = "ledger") -> None:
     """Attach the ledger behind `engine` to `con`, read-only, as `alias`."""
     backend = engine.dialect.name
-    con.execute(f"LOAD '{_extension_file(backend)}'")
+    con.execute(f"LOAD {_sql_text(str(_extension_file(backend)))}")
     if backend == "sqlite":
         target = engine.url.database or ""
         if target in ("", ":memory:"):
             raise StorageError("an in-memory SQLite ledger cannot be scanned by DuckDB")
-        con.execute(f"ATTACH '{target}' AS {alias} (TYPE sqlite, READ_ONLY)")
+        con.execute(f"ATTACH {_sql_text(target)} AS {alias} (TYPE sqlite, READ_ONLY)")
     else:
-        con.execute(f"ATTACH '{_libpq(engine.url)}' AS {alias} (TYPE postgres, READ_ONLY)")
+        con.execute(f"ATTACH {_sql_text(_libpq(engine.url))} AS {alias} (TYPE postgres, READ_ONLY)")
 
 
 def _facts_sql(alias: str) -> str:
