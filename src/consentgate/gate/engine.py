@@ -22,9 +22,16 @@ from consentgate.domain.decide import ALLOWED_REASONS, REASONS
 from consentgate.domain.errors import InputError, StorageError
 from consentgate.domain.policy import MODE_RANK, Policy
 from consentgate.domain.timeutil import to_micros
-from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns, default_record_id
+from consentgate.gate.records import (
+    FILE_COL,
+    ROW_COL,
+    RecordColumns,
+    default_record_id,
+    paths_list,
+)
 from consentgate.gate.subjects import CODE, SUBJECT_FIELDS
-from consentgate.ledger.sealing import keyed
+from consentgate.ledger.duckscan import sql_text
+from consentgate.ledger.sealing import pseudonym
 
 __all__ = ["DuckDBGate", "scan_sql"]
 
@@ -32,14 +39,10 @@ KEPT = tuple(sorted(CODE[r] for r in ALLOWED_REASONS))
 _REASON_NAMES = "[" + ", ".join(f"'{r}'" for r in REASONS) + "]"
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def scan_sql(scans: Sequence[Path]) -> str:
-    files = "[" + ", ".join(_lit(str(p)) for p in scans) + "]"
+    files = paths_list([str(p) for p in scans])
     return (
-        f"read_parquet({files}, filename={_lit(FILE_COL)}, file_row_number=true, "
+        f"read_parquet({files}, filename={sql_text(FILE_COL)}, file_row_number=true, "
         "hive_partitioning=false)"
     )
 
@@ -63,15 +66,10 @@ def reason_sql(
     purpose: str,
     at: datetime,
     scan: str,
-    *,
-    passthrough: bool,
-    members: str = "cg_subj",
-    where: str = "true",
 ) -> str:
-    """SELECT of every scanned record (or those matching `where`) with its decision:
-    `__cg_pos`, `__cg_subject`, `__cg_rid` (the id column's value, if any), `__cg_ps`
-    (pseudonym) and `__cg_reason` (an index into REASONS); with `passthrough`, the
-    input's own columns first. Members are looked up by id in `members`."""
+    """SELECT of every scanned record with its decision: `__cg_pos`, `__cg_subject`,
+    `__cg_rid` (the id column's value, if any), `__cg_ps` (pseudonym) and
+    `__cg_reason` (an index into REASONS). Members are looked up by id in `cg_subj`."""
     t = to_micros(at)
     sources = policy.purposes[purpose].eligible_sources
     if sources is None:
@@ -79,12 +77,11 @@ def reason_sql(
     elif not sources:
         source_bad = "true"  # an empty list: no source is eligible
     else:
-        allowed = ", ".join(_lit(s) for s in sorted(sources))
+        allowed = ", ".join(sql_text(s) for s in sorted(sources))
         source_bad = f"(r.__cg_source IS NULL OR r.__cg_source NOT IN ({allowed}))"
     excluded, opt_in = MODE_RANK["excluded"], MODE_RANK["opt_in"]
     record_id = cols.record_id or "CAST(NULL AS VARCHAR)"
     fields = ", ".join(f"n.{f} AS __cg_{f}" for f in SUBJECT_FIELDS)
-    inputs = f"t.* EXCLUDE ({FILE_COL}, {ROW_COL}), " if passthrough else ""
     helpers = ", ".join(f"__cg_{f}" for f in SUBJECT_FIELDS if f != "ps")
     mode = "greatest(COALESCE(m.mode, r.__cg_mode_t), r.__cg_mode_t)"
     early = f"""CASE
@@ -108,12 +105,12 @@ SELECT r.* EXCLUDE (__cg_c, __cg_source, __cg_sensitive, {helpers}),
 FROM (
   SELECT r.*, {fields}
   FROM (
-    SELECT {inputs}{cols.pos} AS __cg_pos, {cols.subject} AS __cg_subject,
+    SELECT {cols.pos} AS __cg_pos, {cols.subject} AS __cg_subject,
       {cols.time_us} AS __cg_c, {cols.source} AS __cg_source,
       {cols.sensitive} AS __cg_sensitive, {record_id} AS __cg_rid
-    FROM {scan} t WHERE {where}
+    FROM {scan} t
   ) r
-  LEFT JOIN {members} n ON n.key = r.__cg_subject
+  LEFT JOIN cg_subj n ON n.key = r.__cg_subject
 ) r
 LEFT JOIN cg_moves m ON m.ps = r.__cg_ps AND r.__cg_c >= m.from_us AND r.__cg_c < m.to_us
 """
@@ -156,9 +153,8 @@ class DuckDBGate:
         self, policy: Policy, purpose: str, at: datetime, secret: bytes, *, every_id: bool = False
     ) -> None:
         """Create `cg_decided` (pos, reason, ps, subject, record_id) for every record.
-        Member and record ids are kept for excluded records (the exclusions), and
-        the member id for members without an id in the ledger (the contributors);
-        `every_id` keeps both for every record (the replay compares them).
+        Member and record ids are kept for excluded records (the exclusions);
+        `every_id` keeps them for every record (the replay compares them).
 
         Two phases: every record is decided against the named members; then the
         distinct ids that came out `unknown_subject` get their keyed pseudonym (in
@@ -166,26 +162,26 @@ class DuckDBGate:
         erased (and who has events at or before T) become `erased`."""
         default = default_record_id(self.names, "__cg_pos")
         wanted = "true" if every_id else f"__cg_reason NOT IN {KEPT}"
-        select = f"""
+        query = reason_sql(self.cols, policy, purpose, at, self.scan)
+        self.con.execute(f"""
+CREATE OR REPLACE TEMP TABLE cg_decided AS
 SELECT __cg_pos AS pos, __cg_reason AS reason, __cg_ps AS ps,
-  CASE WHEN {{wanted}} THEN __cg_subject END AS subject,
-  CASE WHEN {{wanted}} THEN COALESCE(__cg_rid, {default}) END AS record_id
-FROM ({{query}})"""
-        query = reason_sql(self.cols, policy, purpose, at, self.scan, passthrough=False)
-        self.con.execute(
-            "CREATE OR REPLACE TEMP TABLE cg_decided AS "
-            + select.format(wanted=wanted, query=query)
-        )
+  CASE WHEN {wanted} THEN __cg_subject END AS subject,
+  CASE WHEN {wanted} THEN COALESCE(__cg_rid, {default}) END AS record_id
+FROM ({query})
+""")
         unknown = self.con.execute(
             f"SELECT DISTINCT subject FROM cg_decided WHERE reason = {CODE['unknown_subject']}"
         ).fetchall()
-        unnamed = {int(ps) for (ps,) in self.con.execute("SELECT ps FROM cg_unnamed").fetchall()}
+        unnamed = {
+            int(ps)
+            for (ps,) in self.con.execute("SELECT ps FROM cg_subj WHERE key IS NULL").fetchall()
+        }
         if not unknown or not unnamed:
             return
-        keyed_hash = keyed(secret)
         aliases = {}
         for (subject,) in unknown:
-            ps = int.from_bytes(keyed_hash(subject.encode())[:8], "big", signed=True)
+            ps = pseudonym(secret, subject)
             if ps in unnamed:
                 aliases[subject] = ps
         if not aliases:
@@ -227,16 +223,16 @@ FROM cg_decided
         self.con.execute(f"""
 COPY (SELECT record_id, subject AS subject_id, {_REASON_NAMES}[reason + 1] AS reason
       FROM cg_decided WHERE reason NOT IN {KEPT})
-TO {_lit(str(target))} (FORMAT parquet)
+TO {sql_text(str(target))} (FORMAT parquet)
 """)
 
     def write_contributors(self, target: Path) -> None:
-        """Distinct member ids of kept records, sorted. A member erased after T
-        has no id in the ledger any more: the records' own id is used."""
+        """Distinct member ids of kept records, sorted (a kept member is always
+        named in the ledger: records of erased members are never kept)."""
         self.con.execute(f"""
-COPY (SELECT DISTINCT COALESCE(s.key, d.subject) AS subject_id
-      FROM cg_decided d LEFT JOIN cg_subj s USING (ps) WHERE d.reason IN {KEPT} ORDER BY 1)
-TO {_lit(str(target))} (FORMAT parquet)
+COPY (SELECT DISTINCT s.key AS subject_id
+      FROM cg_decided d JOIN cg_subj s USING (ps) WHERE d.reason IN {KEPT} ORDER BY 1)
+TO {sql_text(str(target))} (FORMAT parquet)
 """)
 
     def kept_rows(self) -> list[tuple[int, int]]:
@@ -256,7 +252,7 @@ TO {_lit(str(target))} (FORMAT parquet)
 COPY (
   SELECT t.* EXCLUDE ({FILE_COL}, {ROW_COL}) FROM {self.scan} t
   SEMI JOIN (SELECT pos FROM cg_decided WHERE reason IN {KEPT}) x ON x.pos = {self.cols.pos}
-) TO {_lit(str(target))} (FORMAT parquet)
+) TO {sql_text(str(target))} (FORMAT parquet)
 """).fetchone()
         return int(row[0]) if row else 0
 

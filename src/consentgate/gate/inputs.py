@@ -21,6 +21,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from consentgate.domain.errors import InputError
+from consentgate.ledger.duckscan import sql_text
 
 __all__ = ["InputFile", "find_inputs", "sha256_file", "stage_text_inputs"]
 
@@ -107,18 +108,18 @@ def stage_text_inputs(
     for i, f in enumerate(files):
         if f.kind == "parquet":
             continue
-        source = f"'{_quote(str(f.path))}'"
+        source = sql_text(str(f.path))
         try:
             if f.kind == "csv":
                 probe = f"read_csv({source})"
                 names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {probe}").fetchall()]
-                types = f", types={{'{_quote(time_col)}': 'VARCHAR'}}" if time_col in names else ""
+                types = f", types={{{sql_text(time_col)}: 'VARCHAR'}}" if time_col in names else ""
                 reader = f"read_csv({source}{types})"
             else:
                 probe = f"read_json({source}, format='newline_delimited')"
                 described = con.execute(f"DESCRIBE SELECT * FROM {probe}").fetchall()
                 cols = ", ".join(
-                    f"'{_quote(n)}': '{'VARCHAR' if n == time_col else t}'"
+                    f"{sql_text(n)}: {sql_text('VARCHAR' if n == time_col else t)}"
                     for n, t, *_ in described
                 )
                 reader = f"read_json({source}, format='newline_delimited', columns={{{cols}}})"
@@ -126,7 +127,7 @@ def stage_text_inputs(
             # One thread keeps the rows in file order; the writer streams row groups.
             con.execute("SET threads = 1")
             con.execute(
-                f"COPY (SELECT * FROM {reader}) TO '{_quote(str(target))}' (FORMAT parquet)"
+                f"COPY (SELECT * FROM {reader}) TO {sql_text(str(target))} (FORMAT parquet)"
             )
         except duckdb.Error as err:
             raise InputError(
@@ -145,10 +146,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "''")
 
 
 def display_path(path: Path) -> str:

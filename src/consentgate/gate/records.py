@@ -9,12 +9,14 @@ or unreadable), source, sensitive flag, record id, and the record's position
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from consentgate.domain.errors import InputError
 from consentgate.gate.options import Columns, GateOptions
+from consentgate.ledger.duckscan import sql_text
 
-__all__ = ["FILE_COL", "ROW_COL", "RecordColumns", "quote_ident"]
+__all__ = ["FILE_COL", "ROW_COL", "RecordColumns", "default_record_id", "paths_list", "quote_ident"]
 
 FILE_COL = "__cg_file"
 ROW_COL = "file_row_number"
@@ -26,10 +28,6 @@ _NAIVE_TYPES = ("TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DAT
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +68,7 @@ class RecordColumns:
             if name != default and name not in schema:
                 raise InputError(f"--{role}-col", f"a column of the input (found: {found})", name)
         if options.source is not None:
-            source = _literal(options.source)
+            source = sql_text(options.source)
         elif cols.source in schema:
             source = f"CAST({quote_ident(cols.source)} AS VARCHAR)"
         else:
@@ -81,7 +79,7 @@ class RecordColumns:
             sensitive = f"COALESCE(TRY_CAST({flag} AS BOOLEAN), {flag} IS NOT NULL)"
         else:
             sensitive = "false"
-        index = f"CAST(list_position({_paths_list(paths)}, {FILE_COL}) - 1 AS BIGINT)"
+        index = f"CAST(list_position({paths_list(paths)}, {FILE_COL}) - 1 AS BIGINT)"
         pos = f"({index} << {_POS_SHIFT}) | {ROW_COL}"
         record_id = None if cols.id is None else f"CAST({quote_ident(cols.id)} AS VARCHAR)"
         return cls(
@@ -95,14 +93,15 @@ class RecordColumns:
         )
 
 
-def _paths_list(paths: list[str]) -> str:
-    return "[" + ", ".join(_literal(p) for p in paths) + "]"
+def paths_list(paths: Sequence[str]) -> str:
+    """SQL: a list literal of `paths`."""
+    return "[" + ", ".join(sql_text(p) for p in paths) + "]"
 
 
 def default_record_id(names: list[str], pos: str) -> str:
     """SQL: `<input path>:<row>` (rows counted from 1) for a position expression."""
     return (
-        f"{_paths_list(names)}[({pos} >> {_POS_SHIFT}) + 1] || ':' || "
+        f"{paths_list(names)}[({pos} >> {_POS_SHIFT}) + 1] || ':' || "
         f"CAST(({pos} & {(1 << _POS_SHIFT) - 1}) + 1 AS VARCHAR)"
     )
 

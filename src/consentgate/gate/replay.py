@@ -34,9 +34,11 @@ from consentgate.gate.options import GateOptions
 from consentgate.gate.run import (
     LedgerPoint,
     connect_duckdb,
+    no_progress,
     prepare,
 )
 from consentgate.ledger import tlog
+from consentgate.ledger.duckscan import sql_text
 from consentgate.ledger.store import Ledger
 
 __all__ = ["Difference", "ReplayReport", "replay"]
@@ -123,7 +125,7 @@ def replay(manifest_path: str | Path, ledger: Ledger, *, limit: int = 1000) -> R
             con = connect_duckdb(scratch)
             try:
                 engine = prepare(
-                    con, ledger, files, names, options, version, point, scratch, _quiet
+                    con, ledger, files, names, options, version, point, scratch, no_progress
                 )
                 engine.decide(version, options.purpose, options.as_of, ledger.secret, every_id=True)
                 results.append(_compare(con, engine.record_ids_sql(), before, point.size, limit))
@@ -160,7 +162,7 @@ def _compare(con: Any, now_sql: str, before: Path, size: int, limit: int) -> Com
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE cg_diff AS
 WITH n AS ({now_sql}),
-t AS (SELECT record_id, subject_id, reason FROM read_parquet('{_q(before)}'))
+t AS (SELECT record_id, subject_id, reason FROM read_parquet({sql_text(str(before))}))
 SELECT COALESCE(n.record_id, t.record_id) AS record_id,
   COALESCE(n.subject_id, t.subject_id) AS subject_id,
   COALESCE(t.reason, 'kept') AS before, {_OUTCOME} AS after
@@ -177,11 +179,3 @@ WHERE COALESCE(t.reason, 'kept') IS DISTINCT FROM {_OUTCOME}
         f"ORDER BY record_id LIMIT {int(limit)}"
     ).fetchall()
     return Comparison(size, sum(changes.values()), changes, [Difference(*r) for r in rows])
-
-
-def _quiet(step: str) -> None:
-    pass
-
-
-def _q(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -43,7 +43,7 @@ from consentgate.gate.options import Columns, GateOptions
 from consentgate.gate.records import FILE_COL, ROW_COL, RecordColumns
 from consentgate.gate.subjects import load_subjects
 from consentgate.ledger.checkpoint import _parse_body, _split_note  # the note's own parser
-from consentgate.ledger.duckscan import attach_ledger
+from consentgate.ledger.duckscan import attach_ledger, sql_text
 from consentgate.ledger.store import Ledger, open_ledger
 
 __all__ = ["STEPS", "GateResult", "LedgerPoint", "gate"]
@@ -88,7 +88,8 @@ class GateResult:
     kept_rows: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _no_progress(step: str) -> None:
+def no_progress(step: str) -> None:
+    """A `Progress` that says nothing."""
     pass
 
 
@@ -112,7 +113,7 @@ def connect_duckdb(scratch: Path) -> duckdb.DuckDBPyConnection:
     limit = os.environ.get("CONSENTGATE_GATE_MEMORY", "1GB")
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"SET memory_limit = '{limit}'")
-    con.execute(f"SET temp_directory = '{str(scratch).replace(chr(39), chr(39) * 2)}'")
+    con.execute(f"SET temp_directory = {sql_text(str(scratch))}")
     con.execute("SET preserve_insertion_order = false")  # no output relies on order
     return con
 
@@ -252,7 +253,7 @@ def gate(
     `engine`: one of `ENGINES`."""
     if engine not in ENGINES:
         raise InputError("--engine", "one of " + ", ".join(ENGINES), engine)
-    say = progress or _no_progress
+    say = progress or no_progress
     options = GateOptions(
         purpose=purpose,
         as_of=(as_of or datetime.now(UTC)),

@@ -10,8 +10,8 @@ the member and T is settled there, once, so the per-record query is a join and a
              midnight, at which the member is no longer a minor), mode_t / honor_t
              (mode rank and GPC of region(T)), latest / latest_gpc (the reason of the
              latest choice without and with GPC counted), invalidated.
-``cg_unnamed`` the same for members whose id was erased (key NULL), found by
-             pseudonym (`DuckDBGate.decide`).
+             Members whose id was erased have key NULL (no id matches them);
+             `DuckDBGate.decide` finds their records by pseudonym.
 ``cg_moves`` only for members whose region events do not all share one (mode, GPC)
              outcome: intervals [from_us, to_us) of collection time with the mode and
              GPC of region(c) there. Everyone else has region(c) = region(T).
@@ -159,11 +159,6 @@ SELECT f.name AS key, f.ps, f.erased,
   f.invalidated
 FROM cg_facts f JOIN cg_rules r ON r.region = COALESCE(f.region_t, '')
 """)
-    # Members whose id was erased, found by pseudonym.
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE cg_unnamed AS SELECT * FROM cg_subj WHERE key IS NULL"
-    )
-    con.execute("DELETE FROM cg_subj WHERE key IS NULL")
     con.execute(f"""
 CREATE OR REPLACE TEMP TABLE cg_moves AS
 WITH at_instant AS (  -- several region events at one instant: the one recorded last

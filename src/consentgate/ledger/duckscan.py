@@ -26,7 +26,7 @@ from consentgate.domain.errors import StorageError
 from consentgate.domain.facts import CHOICE_RANK, SubjectFacts
 from consentgate.domain.timeutil import to_micros
 
-__all__ = ["attach_ledger", "snapshot_facts_duckdb", "snapshot_table_duckdb"]
+__all__ = ["attach_ledger", "snapshot_facts_duckdb", "snapshot_table_duckdb", "sql_text"]
 
 _NEVER = -(2**62)
 # extension name -> (registry package module, file name DuckDB expects to load)
@@ -70,22 +70,22 @@ def _libpq(url: URL) -> str:
     )
 
 
-def _sql_text(text: str) -> str:
-    """A SQL string literal."""
+def sql_text(text: str) -> str:
+    """`text` as a SQL string literal (DuckDB, PostgreSQL, SQLite)."""
     return "'" + text.replace("'", "''") + "'"
 
 
 def attach_ledger(con: duckdb.DuckDBPyConnection, engine: Engine, alias: str = "ledger") -> None:
     """Attach the ledger behind `engine` to `con`, read-only, as `alias`."""
     backend = engine.dialect.name
-    con.execute(f"LOAD {_sql_text(str(_extension_file(backend)))}")
+    con.execute(f"LOAD {sql_text(str(_extension_file(backend)))}")
     if backend == "sqlite":
         target = engine.url.database or ""
         if target in ("", ":memory:"):
             raise StorageError("an in-memory SQLite ledger cannot be scanned by DuckDB")
-        con.execute(f"ATTACH {_sql_text(target)} AS {alias} (TYPE sqlite, READ_ONLY)")
+        con.execute(f"ATTACH {sql_text(target)} AS {alias} (TYPE sqlite, READ_ONLY)")
     else:
-        con.execute(f"ATTACH {_sql_text(_libpq(engine.url))} AS {alias} (TYPE postgres, READ_ONLY)")
+        con.execute(f"ATTACH {sql_text(_libpq(engine.url))} AS {alias} (TYPE postgres, READ_ONLY)")
 
 
 def _facts_sql(alias: str) -> str:
