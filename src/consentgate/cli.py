@@ -574,6 +574,13 @@ def demo(
         run_demo(workdir=workdir, members=members, seed=seed, console=out)
 
 
+# Registered last: these commands use the helpers above.
+from consentgate.cli_serve import keys_app, serve  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+app.command()(serve)
+
+
 def main() -> None:
     """Entry point of the `consentgate` script."""
     app()

@@ -32,5 +32,5 @@ def test_processes_opening_a_new_ledger_together_all_succeed(
     assert [a.policy.version for a in ledger.policies()] == ["default-1"]
     with ledger.engine.connect() as conn:
         meta = conn.exec_driver_sql("SELECT name FROM ledger_meta ORDER BY name").scalars()
-        assert list(meta) == ["ledger_id", "pseudonym_key"]
+        assert list(meta) == ["ledger_id", "pseudonym_key", "session_key"]
     assert ledger.head().size == 0

@@ -27,7 +27,10 @@ def parse_ts(value: object, *, field: str = "at") -> datetime:
         return parsed
     if tz is None or parsed.utcoffset() is None:
         raise InputError(field, "a timestamp with a timezone (e.g. ...Z or +02:00)", value)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise InputError(field, "a timestamp between the years 1 and 9999 in UTC", value) from None
 
 
 def parse_date(value: object, *, field: str) -> date:

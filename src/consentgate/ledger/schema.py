@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     Index,
@@ -27,8 +28,12 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "api_keys",
+    "audit_log",
     "checkpoints",
     "events",
+    "gpc_seen",
+    "idempotent_requests",
     "ledger_head",
     "ledger_meta",
     "metadata",
@@ -114,4 +119,47 @@ policy_versions = Table(
     Column("effective_us", BigInteger, nullable=False),
     Column("applied_us", BigInteger, nullable=False),
     Column("text", Text, nullable=False),
+)
+
+# -- HTTP access (migration 0004) ------------------------------------------------------
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),  # public part of the key
+    Column("name", String(256), nullable=False),
+    Column("scopes", String(128), nullable=False),  # space-separated, sorted
+    Column("secret_sha256", LargeBinary(32), nullable=False),  # the secret is never stored
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("actor", String(64), nullable=False),  # "key:<key_id>"
+    Column("action", String(64), nullable=False),
+    Column("subject", BigInteger),  # the member's keyed pseudonym, never their id
+    Column("detail", Text, nullable=False),
+    Index("ix_audit_log_subject", "subject"),
+)
+
+idempotent_requests = Table(
+    "idempotent_requests",
+    metadata,
+    Column("actor", String(64), primary_key=True),
+    Column("idem_key", String(256), primary_key=True),
+    Column("request_sha256", String(64), nullable=False),
+    Column("response", Text, nullable=False),  # the JSON answered the first time
+    Column("created_us", BigInteger, nullable=False),
+)
+
+gpc_seen = Table(
+    "gpc_seen",
+    metadata,
+    Column("subject", SeqType, primary_key=True, autoincrement=False),  # pseudonym
+    Column("on", Boolean, nullable=False),  # the last Sec-GPC state seen on their requests
+    Column("changed_us", BigInteger, nullable=False),
 )

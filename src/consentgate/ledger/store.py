@@ -21,8 +21,9 @@ from consentgate.domain.events import Event, build_event, validate_event
 from consentgate.domain.facts import SubjectFacts, evaluator
 from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
-from consentgate.domain.timeutil import EPOCH, from_micros, to_micros
-from consentgate.ledger import tlog
+from consentgate.domain.timeutil import EPOCH, format_ts, from_micros, to_micros
+from consentgate.ledger import gpc, tlog
+from consentgate.ledger.batch import BatchResult, Once, append_batch, validate
 from consentgate.ledger.chain import Appender, Head, check_durable, now_us, read_head
 from consentgate.ledger.checkpoint import Signer, Verifier
 from consentgate.ledger.database import (
@@ -190,6 +191,14 @@ class Ledger:
         """The policy version in force at `at` (default now)."""
         return self.policy_history().in_force(at or _now())
 
+    def applied_policy_at(self, at: datetime | None = None) -> AppliedPolicy:
+        """The stored version in force at `at` (default now), with its dates."""
+        history, applied = self._policies()
+        if history is None:
+            raise StorageError("the ledger has no policy: run `consentgate init`")
+        policy = history.in_force(at or _now())
+        return next(a for a in reversed(applied) if a.policy is policy)
+
     def _policies(self) -> tuple[PolicyHistory | None, list[AppliedPolicy]]:
         with self.engine.connect() as conn:
             newest = conn.execute(select(func.max(policy_versions.c.id))).scalar()
@@ -239,6 +248,49 @@ class Ledger:
             appender.append([row], name="event")
             head = appender.finish()
         self._appended(start, head)
+        return build_event(valid)
+
+    def record_batch(
+        self, batch: Sequence[Mapping[str, Any]], *, once: Once | None = None
+    ) -> BatchResult:
+        """Validate and durably append a batch of events in one transaction, all or
+        nothing (errors name `events[i]`). Events already stored are skipped. With
+        `once`, a request seen before gets its first answer and appends nothing; the
+        same key with other content raises `IdempotencyConflict`."""
+        valid = validate(batch, self.known_purposes())
+        with self._writing() as conn:
+            result, head = append_batch(conn, self.secret, valid, once)
+        if head is not None:
+            self._appended(head.size - result.added, head)
+        return result
+
+    def note_gpc(
+        self,
+        subject: str,
+        on: bool,
+        *,
+        at: datetime | None = None,
+        evidence: Mapping[str, str] | None = None,
+    ) -> Event | None:
+        """A request of the member's own arrived with (`on`) or without GPC. Records a
+        `gpc` signal when GPC turns on for them (not again while it stays on); returns
+        it, or None when nothing was recorded."""
+        ps = self.pseudonym(subject)
+        with self.engine.connect() as conn:
+            if gpc.last_seen(conn, ps) == on:
+                return None
+        when = at or _now()
+        body = {"type": "signal", "subject": subject, "signal": "gpc", "at": format_ts(when)}
+        valid = validate_event({**body, **(evidence or {})})
+        with self._writing() as conn:
+            if gpc.last_seen(conn, ps) == on:  # another request got there first
+                return None
+            gpc.remember(conn, ps, on, to_micros(when))
+            if not on:
+                return None
+            result, head = append_batch(conn, self.secret, [valid], None)
+        if head is not None:
+            self._appended(head.size - result.added, head)
         return build_event(valid)
 
     def import_events(
@@ -295,6 +347,11 @@ class Ledger:
     def secret(self) -> bytes:
         """The ledger's pseudonym key."""
         return bytes.fromhex(self._meta()["pseudonym_key"])
+
+    @property
+    def session_key(self) -> bytes:
+        """The key that signs member session tokens (consentgate.access.tokens)."""
+        return bytes.fromhex(self._meta()["session_key"])
 
     @property
     def origin(self) -> str:

@@ -1,0 +1,120 @@
+"""Appending a batch of events given as JSON objects (the HTTP API's ingestion):
+validated first, item by item, then appended in one transaction, all or nothing;
+optionally made idempotent by a caller's key (`Once`), in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, insert, select
+
+from consentgate.domain.errors import InputError, UnknownPurposeError
+from consentgate.domain.events import ValidEvent, validate_event
+from consentgate.ledger.chain import Appender, Head, now_us
+from consentgate.ledger.parsing import row_of
+from consentgate.ledger.schema import idempotent_requests
+
+__all__ = ["MAX_BATCH", "BatchResult", "IdempotencyConflict", "Once", "append_batch", "validate"]
+
+#: The most events one request may carry.
+MAX_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    """An idempotency key: `actor` (who asks) and `key` (theirs) name the request;
+    `request_sha256` is the digest of its content."""
+
+    actor: str
+    key: str
+    request_sha256: str
+
+    @staticmethod
+    def digest(content: Any) -> str:
+        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class IdempotencyConflict(InputError):
+    """An idempotency key used again for a different request."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What a batch did: events received, events added (the rest were already
+    stored), their ids in order, and the ledger size after the commit. `replayed`:
+    this is the stored answer to an earlier request with the same idempotency key."""
+
+    received: int
+    added: int
+    event_ids: list[str]
+    size: int
+    replayed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["replayed"]
+        return out
+
+
+def validate(batch: Sequence[Mapping[str, Any]], purposes: Collection[str]) -> list[ValidEvent]:
+    """Every event checked; the first bad one raises, located as `events[i]`."""
+    if len(batch) > MAX_BATCH:
+        raise InputError("events", f"at most {MAX_BATCH} events", len(batch))
+    out = []
+    for i, obj in enumerate(batch):
+        try:
+            out.append(validate_event(obj, purposes=purposes))
+        except UnknownPurposeError as err:
+            raise err.located(f"events[{i}]") from None
+        except InputError as err:
+            raise err.located(f"events[{i}]") from None
+    return out
+
+
+def _stored_answer(conn: Connection, once: Once) -> BatchResult | None:
+    t = idempotent_requests.c
+    row = conn.execute(
+        select(t.request_sha256, t.response).where(t.actor == once.actor, t.idem_key == once.key)
+    ).one_or_none()
+    if row is None:
+        return None
+    if row.request_sha256 != once.request_sha256:
+        raise IdempotencyConflict(
+            "Idempotency-Key",
+            "a new key for a request with different content",
+            once.key,
+        )
+    return BatchResult(**orjson.loads(row.response), replayed=True)
+
+
+def append_batch(
+    conn: Connection, secret: bytes, valid: Sequence[ValidEvent], once: Once | None
+) -> tuple[BatchResult, Head | None]:
+    """Append `valid` (checked by `validate`) on `conn`, a write transaction. With
+    `once`, a key seen before returns the stored answer and appends nothing (the
+    writers' lock makes concurrent replays wait for the first to commit)."""
+    appender = Appender(conn, secret)  # takes the head lock first
+    if once is not None and (answer := _stored_answer(conn, once)) is not None:
+        appender.finish()
+        return answer, None
+    recorded = now_us()
+    rows = [row_of(v, secret, recorded) for v in valid]
+    appender.append(rows, name="events")
+    head = appender.finish()
+    result = BatchResult(len(valid), appender.added, [v.event_id for v in valid], head.size)
+    if once is not None:
+        conn.execute(
+            insert(idempotent_requests).values(
+                actor=once.actor,
+                idem_key=once.key,
+                request_sha256=once.request_sha256,
+                response=orjson.dumps(result.to_json()).decode(),
+                created_us=recorded,
+            )
+        )
+    return result, head
