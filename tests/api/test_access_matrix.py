@@ -1,4 +1,4 @@
-"""Every route × every role: each expected denial holds, each allowed call works,
+"""Every route x every role: each expected denial holds, each allowed call works,
 and nothing of member B ever appears in what member A (or a denied caller asking
 about B) gets back. A route without an access rule, or missing from this matrix,
 fails here."""
@@ -34,9 +34,17 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, str], Any]] = {
     ("POST", "/v1/events"): (
         "/v1/events",
         {},
-        {"events": [{"type": "profile", "subject": "member-c", "region": "FR",
-                     "at": "2025-03-01T00:00:00Z"}]},
-    ),  # fmt: skip
+        {
+            "events": [
+                {
+                    "type": "profile",
+                    "subject": "member-c",
+                    "region": "FR",
+                    "at": "2025-03-01T00:00:00Z",
+                }
+            ]
+        },
+    ),
     ("POST", "/v1/decisions"): (
         "/v1/decisions",
         {},
@@ -158,7 +166,8 @@ def test_member_a_sees_only_themselves(world: World) -> None:
         me = a.get("/v1/me").json()
         history = a.get("/v1/me/history").json()
         choices = a.get("/v1/me/choices").json()
-    assert me["subject"] == A and me["birth_date"] == "1990-05-01"
+    assert me["subject"] == A
+    assert me["birth_date"] == "1990-05-01"
     assert {e["subject"] for e in history["events"]} == {A}
     assert len(history["events"]) == len(world.ledger.history(A))
     assert [c["purpose"] for c in choices] == ["ai_training", "genai_features"]
