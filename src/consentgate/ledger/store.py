@@ -283,6 +283,7 @@ class Ledger:
         body = {"type": "signal", "subject": subject, "signal": "gpc", "at": format_ts(when)}
         valid = validate_event({**body, **(evidence or {})})
         with self._writing() as conn:
+            lock_writers(conn)  # before reading the state: concurrent requests queue here
             if gpc.last_seen(conn, ps) == on:  # another request got there first
                 return None
             gpc.remember(conn, ps, on, to_micros(when))
