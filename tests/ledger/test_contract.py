@@ -205,6 +205,10 @@ def test_snapshot_decisions_match_the_oracle(
             assert set(named) == set(by_subject)
             for subject, evs in by_subject.items():
                 want = decide(events=evs, policy=history, purpose=purpose, at=at)
+                if subject in erased and want.reason != "unknown_subject":
+                    # Erased members are erased at every T at which they have events:
+                    # eligibility without their birth date and region is unprovable.
+                    want = consentgate.Decision(False, "erased")
                 where = (subject, purpose, at)
                 assert whole.get(label[subject], unknown) == want, ("duckdb", *where)
                 assert named[subject] == want, ("sql", *where)

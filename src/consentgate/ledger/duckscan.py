@@ -94,13 +94,15 @@ def _facts_sql(alias: str) -> str:
         "type = 'consent' AND purpose = $purpose AND (choice <> 'granted' OR at_us >= $cutoff)"
     )
     # Grouped by pseudonym; the member id comes from `subjects` (NULL once erased,
-    # then named by `erased_label`: "~" and the pseudonym in 16 hex digits).
+    # then named by `erased_label`: "~" and the pseudonym in 16 hex digits). A member
+    # erased at any time counts as erased at every T at which they have events.
     label = (
         "'~' || lower(lpad(hex(f.ps::HUGEINT + CASE WHEN f.ps < 0 "
         "THEN 18446744073709551616::HUGEINT ELSE 0 END), 16, '0'))"
     )
     return f"""
-SELECT COALESCE(s.subject, {label}) AS subject, f.* EXCLUDE (ps) FROM (
+SELECT COALESCE(s.subject, {label}) AS subject,
+  f.* EXCLUDE (ps) REPLACE (f.erased OR s.key IS NULL AS erased) FROM (
 SELECT subject AS ps,
   bool_or(type = 'erasure') AS erased,
   CAST(arg_max(birth_date, (at_us, seq)) FILTER (WHERE birth_date IS NOT NULL) AS DATE) AS born,

@@ -69,8 +69,11 @@ def _sql(dialect: str, *, subjects: bool, cutoff: bool) -> str:
     table = "events NOT INDEXED" if dialect == "sqlite" and not subjects else "events"
     where = "at_us <= :t" + (" AND subject IN :subjects" if subjects else "")
     # Members are grouped by pseudonym; their id comes from `subjects` (NULL once erased).
+    # A member erased at any time counts as erased at every T at which they have events:
+    # the erasure destroyed the birth date and region the rule needs (fail closed).
     return f"""
-SELECT f.*, s.subject AS name FROM (
+SELECT f.subject, CASE WHEN s.key IS NULL THEN 1 ELSE f.erased END AS erased, f.born,
+  f.region_latest, f.region_first, f.choice, f.gpc_at, f.invalidated, s.subject AS name FROM (
 SELECT subject,
   MAX(CASE WHEN type = 'erasure' THEN 1 ELSE 0 END) AS erased,
   MAX(CASE WHEN birth_date IS NOT NULL THEN {latest} || birth_date END) AS born,

@@ -43,6 +43,8 @@ from consentgate.ledger.sealing import erased_label, pseudonym, unseal
 from consentgate.ledger.snapshot import snapshot_facts
 from consentgate.ledger.verify import VerifyReport, verify_ledger
 
+ERASED = Decision(False, "erased")
+
 #: A signed checkpoint is taken each time the ledger grows past a multiple of this.
 CHECKPOINT_EVERY = 100_000
 
@@ -437,6 +439,10 @@ class Ledger:
     def history(self, subject: str) -> list[Event]:
         """Every event of `subject`, by time then recording order. After an erasure
         the events remain, without their personal fields."""
+        return self._history(subject)[0]
+
+    def _history(self, subject: str) -> tuple[list[Event], bool]:
+        """The history, and whether the member was erased (their key is gone)."""
         ps = self.pseudonym(subject)
         query = select(events).where(events.c.subject == ps).order_by(events.c.at_us, events.c.seq)
         with self.engine.connect() as conn:
@@ -450,20 +456,25 @@ class Ledger:
                     unseal(bytes(key), bytes(row["sealed"]), row["content_sha256"].encode())
                 )
             out.append(event_from_row(row, subject, personal))
-        return out
+        # Every member with events has a key until an erasure destroys it.
+        return out, bool(rows) and key is None
 
     def count_events(self) -> int:
         return self.head().size
 
     def decide(self, subject: str, *, purpose: str, at: datetime | None = None) -> Decision:
-        """The online decision for `subject` (DESIGN §3 with collection time = T)."""
+        """The online decision for `subject` (DESIGN §3 with collection time = T).
+
+        A member erased at any time is `erased` at every T at which they have events:
+        the erasure destroyed the region and birth date the rule needs, so their
+        eligibility at an earlier T cannot be proven (fail closed; the gate does the
+        same, docs/gate.md)."""
         when = at or _now()
-        return decide(
-            events=self.history(subject),
-            policy=self.policy_history(),
-            purpose=purpose,
-            at=when,
-        )
+        events, erased = self._history(subject)
+        decision = decide(events=events, policy=self.policy_history(), purpose=purpose, at=when)
+        if erased and decision.reason != "unknown_subject":
+            return ERASED
+        return decision
 
     def snapshot(
         self,
