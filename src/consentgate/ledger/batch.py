@@ -6,6 +6,7 @@ optionally made idempotent by a caller's key (`Once`), in the same transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,7 +37,9 @@ class Once:
 
     @staticmethod
     def digest(content: Any) -> str:
-        return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        # The standard encoder: request bodies may hold integers beyond 64 bits.
+        text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class IdempotencyConflict(InputError):
