@@ -106,7 +106,9 @@ def _check(access: Access, request: Request, svc: Services) -> Caller:
 def guard(access: Access) -> dict[str, Any]:
     """Route keyword arguments declaring and enforcing `access`."""
 
-    def dependency(request: Request, svc: Annotated[Services, Depends(services)]) -> Caller:
+    # async: run on the event loop rather than in a worker thread. Its only I/O is a
+    # key lookup when the key is not cached (once per key_cache_seconds).
+    async def dependency(request: Request, svc: Annotated[Services, Depends(services)]) -> Caller:
         caller = _check(access, request, svc)
         request.state.caller = caller
         return caller
@@ -117,7 +119,7 @@ def guard(access: Access) -> dict[str, Any]:
     }
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     found: Caller = request.state.caller
     return found
 
@@ -129,8 +131,8 @@ def gpc_on(request: Request) -> bool:
 
 def member(request: Request, svc: Annotated[Services, Depends(services)]) -> MemberSession:
     """The calling member (after `guard(Access.MEMBER)`); their GPC header noted."""
-    session = caller(request).member
-    if session is None:  # pragma: no cover - guard(MEMBER) ran first
+    session = request.state.caller.member
+    if not isinstance(session, MemberSession):  # pragma: no cover - guard(MEMBER) ran first
         raise Forbidden("this route is for members")
     svc.ledger.note_gpc(session.subject, gpc_on(request), evidence=evidence(request))
     return session

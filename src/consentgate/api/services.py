@@ -22,6 +22,7 @@ class Services:
     session_key: bytes
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """(async: no I/O, so FastAPI runs it on the event loop, not in a thread)"""
     found: Services = request.app.state.services
     return found

@@ -61,7 +61,9 @@ def connect(url: str = DEFAULT_URL) -> Engine:
                 f"database URL {url!r}: expected sqlite:///PATH or postgresql://..., "
                 f"found backend {parsed.get_backend_name()!r}"
             )
-        engine = create_engine(parsed, pool_pre_ping=True)
+        # A file database needs no liveness check; a server connection may have dropped.
+        sqlite = parsed.get_backend_name() == "sqlite"
+        engine = create_engine(parsed, pool_pre_ping=not sqlite)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)

@@ -22,7 +22,7 @@ from consentgate.domain.facts import SubjectFacts, evaluator
 from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
 from consentgate.domain.timeutil import EPOCH, format_ts, from_micros, to_micros
-from consentgate.ledger import gpc, tlog
+from consentgate.ledger import gpc, online, tlog
 from consentgate.ledger.batch import BatchResult, Once, append_batch, validate
 from consentgate.ledger.chain import Appender, Head, check_durable, now_us, read_head
 from consentgate.ledger.checkpoint import Signer, Verifier
@@ -201,7 +201,14 @@ class Ledger:
         policy = history.in_force(at or _now())
         return next(a for a in reversed(applied) if a.policy is policy)
 
-    def _policies(self) -> tuple[PolicyHistory | None, list[AppliedPolicy]]:
+    def _policies(
+        self, newest: int | None = None
+    ) -> tuple[PolicyHistory | None, list[AppliedPolicy]]:
+        """The stored versions (cached while the newest id, read now unless the
+        caller just read it as `newest`, is unchanged)."""
+        cache = self._policy_cache
+        if newest is not None and cache is not None and cache[0] == newest:
+            return cache[1], cache[2]
         with self.engine.connect() as conn:
             newest = conn.execute(select(func.max(policy_versions.c.id))).scalar()
             if self._policy_cache is not None and self._policy_cache[0] == newest:
@@ -439,10 +446,6 @@ class Ledger:
     def history(self, subject: str) -> list[Event]:
         """Every event of `subject`, by time then recording order. After an erasure
         the events remain, without their personal fields."""
-        return self._history(subject)[0]
-
-    def _history(self, subject: str) -> tuple[list[Event], bool]:
-        """The history, and whether the member was erased (their key is gone)."""
         ps = self.pseudonym(subject)
         query = select(events).where(events.c.subject == ps).order_by(events.c.at_us, events.c.seq)
         with self.engine.connect() as conn:
@@ -456,8 +459,7 @@ class Ledger:
                     unseal(bytes(key), bytes(row["sealed"]), row["content_sha256"].encode())
                 )
             out.append(event_from_row(row, subject, personal))
-        # Every member with events has a key until an erasure destroys it.
-        return out, bool(rows) and key is None
+        return out
 
     def count_events(self) -> int:
         return self.head().size
@@ -470,8 +472,13 @@ class Ledger:
         eligibility at an earlier T cannot be proven (fail closed; the gate does the
         same, docs/gate.md)."""
         when = at or _now()
-        events, erased = self._history(subject)
-        decision = decide(events=events, policy=self.policy_history(), purpose=purpose, at=when)
+        events, erased, newest = online.decision_inputs(
+            self.engine, self.pseudonym(subject), subject
+        )
+        history = self._policies(newest)[0]
+        if history is None:
+            raise StorageError("the ledger has no policy: run `consentgate init`")
+        decision = decide(events=events, policy=history, purpose=purpose, at=when)
         if erased and decision.reason != "unknown_subject":
             return ERASED
         return decision
