@@ -34,6 +34,7 @@ Each operation's `x-access` says who may call it. Errors are
 def create_app(settings: Settings) -> FastAPI:
     """The API over the ledger at `settings.db_url` (which must be initialised)."""
     ledger = open_ledger(settings.db_url, create=False, signing_key=settings.signing_key)
+    ledger.group_commit()  # concurrent ingestion requests share commits
     svc = Services(
         settings=settings,
         ledger=ledger,

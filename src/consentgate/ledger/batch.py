@@ -16,7 +16,7 @@ from sqlalchemy import Connection, insert, select
 
 from consentgate.domain.errors import InputError, UnknownPurposeError
 from consentgate.domain.events import ValidEvent, validate_event
-from consentgate.ledger.chain import Appender, Head, now_us
+from consentgate.ledger.chain import Appender, now_us
 from consentgate.ledger.parsing import row_of
 from consentgate.ledger.schema import idempotent_requests
 
@@ -96,20 +96,19 @@ def _stored_answer(conn: Connection, once: Once) -> BatchResult | None:
 
 
 def append_batch(
-    conn: Connection, secret: bytes, valid: Sequence[ValidEvent], once: Once | None
-) -> tuple[BatchResult, Head | None]:
-    """Append `valid` (checked by `validate`) on `conn`, a write transaction. With
-    `once`, a key seen before returns the stored answer and appends nothing (the
-    writers' lock makes concurrent replays wait for the first to commit)."""
-    appender = Appender(conn, secret)  # takes the head lock first
+    conn: Connection, appender: Appender, valid: Sequence[ValidEvent], once: Once | None
+) -> BatchResult:
+    """Append `valid` (checked by `validate`) with `appender`, which holds the head
+    lock of the write transaction on `conn`; the caller finishes it. With `once`, a
+    key seen before (also earlier in this transaction) returns the stored answer and
+    appends nothing: the lock makes concurrent replays wait for the first to commit."""
     if once is not None and (answer := _stored_answer(conn, once)) is not None:
-        appender.finish()
-        return answer, None
+        return answer
     recorded = now_us()
-    rows = [row_of(v, secret, recorded) for v in valid]
-    appender.append(rows, name="events")
-    head = appender.finish()
-    result = BatchResult(len(valid), appender.added, [v.event_id for v in valid], head.size)
+    start = appender.head.size
+    appender.append([row_of(v, appender.secret, recorded) for v in valid], name="events")
+    size = appender.head.size
+    result = BatchResult(len(valid), size - start, [v.event_id for v in valid], size)
     if once is not None:
         conn.execute(
             insert(idempotent_requests).values(
@@ -120,4 +119,4 @@ def append_batch(
                 created_us=recorded,
             )
         )
-    return result, head
+    return result

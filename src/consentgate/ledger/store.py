@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 
 from consentgate.domain.decide import Decision, decide
 from consentgate.domain.errors import InputError, StorageError, UnknownPurposeError
-from consentgate.domain.events import Event, build_event, validate_event
+from consentgate.domain.events import Event, ValidEvent, build_event, validate_event
 from consentgate.domain.facts import SubjectFacts, evaluator
 from consentgate.domain.policy import Policy, PolicyHistory
 from consentgate.domain.policy_file import default_policy_text, parse_policy
@@ -42,6 +42,7 @@ from consentgate.ledger.schema import events, ledger_meta, policy_versions, subj
 from consentgate.ledger.sealing import erased_label, pseudonym, unseal
 from consentgate.ledger.snapshot import snapshot_facts
 from consentgate.ledger.verify import VerifyReport, verify_ledger
+from consentgate.ledger.writer import GroupWriter
 
 ERASED = Decision(False, "erased")
 
@@ -118,9 +119,13 @@ class Ledger:
         self._policy_cache: tuple[int, PolicyHistory, list[AppliedPolicy]] | None = None
         self._meta_cache: dict[str, str] | None = None
         self._purposes_seen: set[str] | None = None
+        self._writer: GroupWriter | None = None
 
     def close(self) -> None:
-        """Close every pooled database connection."""
+        """Stop the group writer, if any; close every pooled database connection."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self.engine.dispose()
 
     def __enter__(self) -> Ledger:
@@ -267,11 +272,29 @@ class Ledger:
         `once`, a request seen before gets its first answer and appends nothing; the
         same key with other content raises `IdempotencyConflict`."""
         valid = validate(batch, self.known_purposes())
+        if self._writer is not None:
+            return self._writer.submit(valid, once)
+        return self.append_valid([(valid, once)])[0]
+
+    def append_valid(
+        self, requests: Sequence[tuple[Sequence[ValidEvent], Once | None]]
+    ) -> list[BatchResult]:
+        """Append validated batches in one transaction (one commit for all), each
+        answered as if alone; an error in any rolls back every one."""
         with self._writing() as conn:
-            result, head = append_batch(conn, self.secret, valid, once)
-        if head is not None:
-            self._appended(head.size - result.added, head)
-        return result
+            appender = Appender(conn, self.secret)  # takes the head lock first
+            start = appender.start
+            results = [append_batch(conn, appender, valid, once) for valid, once in requests]
+            head = appender.finish()
+        self._appended(start, head)
+        return results
+
+    def group_commit(self, *, max_group: int = 64) -> None:
+        """From now on `record_batch` hands batches to one writer thread, which
+        commits the batches waiting together in one transaction (one fsync), each
+        still all or nothing (the HTTP API does this). `close()` stops it."""
+        if self._writer is None:
+            self._writer = GroupWriter(self.append_valid, max_group=max_group)
 
     def note_gpc(
         self,
@@ -298,9 +321,10 @@ class Ledger:
             gpc.remember(conn, ps, on, to_micros(when))
             if not on:
                 return None
-            result, head = append_batch(conn, self.secret, [valid], None)
-        if head is not None:
-            self._appended(head.size - result.added, head)
+            appender = Appender(conn, self.secret)
+            append_batch(conn, appender, [valid], None)
+            head = appender.finish()
+        self._appended(appender.start, head)
         return build_event(valid)
 
     def import_events(
