@@ -36,7 +36,7 @@ def post_decisions(body: DecisionsIn, svc: Annotated[Services, Depends(services)
 
 
 @router.get("/v1/subjects/{subject}/decision", response_model=DecisionOut, **guard(Access.DECIDE))
-def get_decision(
+async def get_decision(
     subject: Annotated[str, Path(min_length=1, max_length=256)],
     purpose: Annotated[str, Query(min_length=1, max_length=256)],
     svc: Annotated[Services, Depends(services)],

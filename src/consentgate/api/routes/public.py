@@ -15,7 +15,7 @@ router = APIRouter(tags=["public"])
 
 
 @router.get("/.well-known/gpc.json", response_model=GpcOut, **guard(Access.PUBLIC))
-def gpc_json(svc: Annotated[Services, Depends(services)]) -> Response:
+async def gpc_json(svc: Annotated[Services, Depends(services)]) -> Response:
     """Global Privacy Control support (w3c.github.io/gpc): this service honours
     `Sec-GPC: 1`; `lastUpdate` is when the policy in force took effect."""
     since = svc.ledger.applied_policy_at().effective
