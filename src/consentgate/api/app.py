@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     """The API over the ledger at `settings.db_url` (which must be initialised)."""
     ledger = open_ledger(settings.db_url, create=False, signing_key=settings.signing_key)
     ledger.group_commit()  # concurrent ingestion requests share commits
+    ledger.cache_facts()  # batch decisions reuse members' facts until their events change
     svc = Services(
         settings=settings,
         ledger=ledger,

@@ -26,8 +26,9 @@ from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from psycopg import pq
-from sqlalchemy import Connection, TextClause, bindparam, text
+from sqlalchemy import Connection, TextClause, text
 
 from consentgate.domain.facts import CHOICE_RANK, SubjectFacts
 from consentgate.domain.timeutil import to_micros
@@ -67,7 +68,14 @@ def _sql(dialect: str, *, subjects: bool, cutoff: bool) -> str:
         else "0"
     )
     table = "events NOT INDEXED" if dialect == "sqlite" and not subjects else "events"
-    where = "at_us <= :t" + (" AND subject IN :subjects" if subjects else "")
+    # Named members: one parameter (a JSON array on SQLite, an array on PostgreSQL),
+    # not one per member, so 10,000 names cost no statement compilation.
+    named = (
+        "subject = ANY(CAST(:subjects AS BIGINT[]))"
+        if dialect == "postgresql"
+        else "subject IN (SELECT value FROM json_each(:subjects))"
+    )
+    where = "at_us <= :t" + (f" AND {named}" if subjects else "")
     # Members are grouped by pseudonym; their id comes from `subjects` (NULL once erased).
     # A member erased at any time counts as erased at every T at which they have events:
     # the erasure destroyed the birth date and region the rule needs (fail closed).
@@ -106,8 +114,8 @@ def snapshot_facts(
     if reconsent_cutoff is not None:
         params["cutoff"] = to_micros(reconsent_cutoff)
     if subjects is not None:
-        stmt = stmt.bindparams(bindparam("subjects", expanding=True))
-        params["subjects"] = list(subjects)
+        named = list(subjects)
+        params["subjects"] = named if dialect == "postgresql" else orjson.dumps(named).decode()
         names: Mapping[int, str] = subjects
         rows = _streamed(conn, stmt, params)
     elif dialect == "postgresql":

@@ -35,6 +35,7 @@ from consentgate.ledger.database import (
     migrate,
 )
 from consentgate.ledger.duckscan import snapshot_facts_duckdb, snapshot_table_duckdb
+from consentgate.ledger.factcache import NEVER, Entry, FactsCache, next_events
 from consentgate.ledger.importer import ImportResult, import_stream
 from consentgate.ledger.parsing import row_of
 from consentgate.ledger.rows import event_from_row
@@ -120,6 +121,7 @@ class Ledger:
         self._meta_cache: dict[str, str] | None = None
         self._purposes_seen: set[str] | None = None
         self._writer: GroupWriter | None = None
+        self._facts: FactsCache | None = None
 
     def close(self) -> None:
         """Stop the group writer, if any; close every pooled database connection."""
@@ -572,6 +574,11 @@ class Ledger:
         Requested subjects the ledger does not know are answered `unknown_subject`."""
         policy = self.purpose_policy(purpose, at)
         decide_facts = evaluator(policy, purpose, at)
+        if subjects is not None and engine != "duckdb" and self._facts is not None:
+            cutoff = policy.reconsent_cutoff(purpose, at)
+            for subject, facts in self._cached_facts(purpose, at, cutoff, subjects):
+                yield subject, decide_facts(facts)
+            return
         snap = self.snapshot(purpose=purpose, at=at, subjects=subjects, engine=engine)
         if subjects is None:
             for facts in snap:
@@ -584,6 +591,44 @@ class Ledger:
         for subject in subjects:
             if subject not in seen:
                 yield subject, decide_facts(None)
+
+    def cache_facts(self, *, max_entries: int = 500_000) -> None:
+        """From now on, `decisions` for named members keeps their facts in memory
+        (ledger/factcache.py: exact, refreshed from the chain before each use)."""
+        if self._facts is None:
+            self._facts = FactsCache(max_entries=max_entries)
+
+    def _cached_facts(
+        self, purpose: str, at: datetime, cutoff: datetime | None, subjects: Sequence[str]
+    ) -> list[tuple[str, SubjectFacts | None]]:
+        cache = self._facts
+        assert cache is not None
+        key = (purpose, None if cutoff is None else to_micros(cutoff))
+        at_us = to_micros(at)
+        out: dict[str, SubjectFacts | None] = {}
+        with cache.lock, self.engine.connect() as conn:
+            newest = conn.execute(select(func.max(policy_versions.c.id))).scalar()
+            cache.refresh(conn, int(newest or 0))
+            missing: dict[int, str] = {}
+            for subject in subjects:
+                entry = cache.get(key, subject, at_us)
+                if entry is None:
+                    missing[self.pseudonym(subject)] = subject
+                else:
+                    out[subject] = entry.facts
+            if missing:
+                found = {
+                    f.subject: f
+                    for f in snapshot_facts(
+                        conn, purpose=purpose, at=at, reconsent_cutoff=cutoff, subjects=missing
+                    )
+                }
+                later = next_events(conn, list(missing), at_us)
+                for ps, subject in missing.items():
+                    facts = found.get(subject)
+                    cache.put(key, subject, Entry(ps, facts, at_us, later.get(ps, NEVER)))
+                    out[subject] = facts
+        return [(subject, out[subject]) for subject in subjects]
 
     def purpose_policy(self, purpose: str, at: datetime) -> Policy:
         """The policy version in force at `at`, refusing a purpose it does not define."""
