@@ -11,8 +11,9 @@ baseline measured in the same run (STYLE 15):
 - single decisions: `GET /v1/subjects/{id}/decision` for random known members, against
   `GET /.well-known/gpc.json` (the same server, auth and rate limiting skipped: the
   cost of HTTP alone) with the same connections;
-- batch: `POST /v1/decisions` with 10,000 subjects, against `Ledger.decisions` for the
-  same subjects called in this process (the library without HTTP);
+- batch: `POST /v1/decisions` with 10,000 subjects, cold (members the server has not
+  been asked about: its facts cache holds none) and warm (the same members again),
+  against `Ledger.decisions` without the cache for the same subjects, in this process;
 - durable writes: `POST /v1/events` with one new event each (one committed, fsynced
   transaction per request), against the ledger's `record()` in this process.
 
@@ -159,30 +160,33 @@ def serve(url: str, workers: int) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit("server did not start")
 
 
-def batch_figures(
-    base: str, token: str, url: str, subjects: list[str], reps: int
-) -> dict[str, float]:
-    body = {"purpose": "ai_training", "subjects": subjects}
-    http: list[float] = []
+def batch_figures(base: str, token: str, url: str, ids: list[str], reps: int) -> dict[str, float]:
+    """Cold: three requests, each for 10,000 members not asked before (the server's
+    facts cache holds none of them). Warm: one such set asked `reps` times more."""
+    rng = random.Random(1)
+    samples = [rng.sample(ids, 10_000) for _ in range(3)]
+    cold: list[float] = []
+    warm: list[float] = []
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as c:
-        for _ in range(reps + 1):
+        for i, subjects in enumerate([*samples, *[samples[0]] * reps]):
             started = time.perf_counter()
-            r = c.post("/v1/decisions", json=body, timeout=60)
-            http.append((time.perf_counter() - started) * 1e3)
+            r = c.post("/v1/decisions", json={"purpose": "ai_training", "subjects": subjects},
+                       timeout=60)  # fmt: skip
+            (cold if i < len(samples) else warm).append((time.perf_counter() - started) * 1e3)
             if r.status_code != 200 or len(r.json()["decisions"]) != len(subjects):
                 raise SystemExit(f"batch failed: {r.status_code} {r.text[:300]}")
     lib: list[float] = []
     now = datetime.now(UTC)
-    with consentgate.open(url) as ledger:
+    with consentgate.open(url) as ledger:  # no facts cache: the library's plain path
         for _ in range(reps + 1):
             started = time.perf_counter()
-            list(ledger.decisions(purpose="ai_training", at=now, subjects=subjects, engine="sql"))
+            list(ledger.decisions(purpose="ai_training", at=now, subjects=samples[0]))
             lib.append((time.perf_counter() - started) * 1e3)
-    http, lib = http[1:], lib[1:]  # the first of each warms caches
     return {
-        "http_median_ms": statistics.median(http),
-        "http_max_ms": max(http),
-        "library_median_ms": statistics.median(lib),
+        "cold_median_ms": statistics.median(cold),
+        "warm_median_ms": statistics.median(warm),
+        "warm_max_ms": max(warm),
+        "library_median_ms": statistics.median(lib[1:]),
     }
 
 
@@ -204,10 +208,13 @@ def report(results: dict[str, Any]) -> None:
         ("single decisions/s", f"{single['rps']:,.0f}, p99 {single['p99_ms']:.1f} ms",
          ">= 1000, p99 <= 20 ms", f"{single['rps'] / plain['rps']:.2f} x gpc.json "
          f"({plain['rps']:,.0f}/s, p99 {plain['p99_ms']:.1f} ms)"),
-        ("batch of 10,000 subjects", f"{batch['http_median_ms']:.1f} ms "
-         f"(max {batch['http_max_ms']:.0f})", "<= 100 ms",
-         f"{batch['http_median_ms'] / batch['library_median_ms']:.2f} x Ledger.decisions "
-         f"({batch['library_median_ms']:.1f} ms)"),
+        ("batch of 10,000, warm", f"{batch['warm_median_ms']:.1f} ms "
+         f"(max {batch['warm_max_ms']:.0f})", "<= 100 ms",
+         f"{batch['warm_median_ms'] / batch['library_median_ms']:.2f} x Ledger.decisions "
+         f"uncached ({batch['library_median_ms']:.1f} ms)"),
+        ("batch of 10,000, cold", f"{batch['cold_median_ms']:.1f} ms", "<= 100 ms",
+         f"{batch['cold_median_ms'] / batch['library_median_ms']:.2f} x Ledger.decisions "
+         "uncached"),
         ("durable writes/s", f"{write['rps']:,.0f}, p99 {write['p99_ms']:.1f} ms",
          ">= 300, p99 <= 150 ms", f"{write['rps'] / write_base:.2f} x record() "
          f"({write_base:,.0f}/s)"),
@@ -222,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--subjects", type=int, default=200_000)
-    ap.add_argument("--seconds", type=int, default=60, help="length of each wrk run")
+    ap.add_argument(
+        "--seconds", type=int, default=120, help="length of the decision and write runs"
+    )
     ap.add_argument("--workers", type=int, default=1, help="server processes")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--write-connections", type=int, default=16)
@@ -247,12 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s, c = args.seconds, args.connections
         wrk(base, scripts["decide"], 5, c, env)  # warm-up
-        results["baseline"] = wrk(base, scripts["plain"], s, c, env, "/.well-known/gpc.json")
+        plain_s = max(5, s // 4)
+        results["baseline"] = wrk(base, scripts["plain"], plain_s, c, env, "/.well-known/gpc.json")
         results["baseline"]["load"] = load()
         results["single"] = wrk(base, scripts["decide"], s, c, env)
         results["single"]["load"] = load()
-        sample = random.Random(1).sample(ids, 10_000)
-        results["batch"] = batch_figures(base, token, url, sample, 10)
+        results["batch"] = batch_figures(base, token, url, ids, 10)
         results["write"] = wrk(base, scripts["write"], s, args.write_connections, env)
         results["write"]["load"] = load()
     finally:
