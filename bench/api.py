@@ -43,7 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import consentgate
 from consentgate.access import KeyStore
-from ledger import OUT, bench_policy, events_file, load, machine
+from ledger import OUT, _revision, bench_policy, events_file, load, machine
 
 DECISION_LUA = r"""
 local subjects = {}
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.terminate()
         proc.wait(timeout=30)
     results["write_baseline_rps"] = record_baseline(url, 300)
-    facts = machine(None, "")
+    facts = machine(None, _revision())
     print(json.dumps({"machine": facts, "args": vars(args), "results": results}, indent=2))
     report(results)
     return 0
