@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -13,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from consentgate.domain.errors import StorageError
 
-__all__ = ["DEFAULT_URL", "WRITE", "connect", "lock_writers", "migrate"]
+__all__ = ["DEFAULT_URL", "WRITE", "connect", "lock_writers", "migrate", "writer_queue"]
 
 DEFAULT_URL = "sqlite:///consentgate.db"
 
@@ -96,6 +100,24 @@ def lock_writers(conn: Connection) -> None:
 
 
 _LOCK_ID = 0x636F6E73656E74  # "consent": the advisory lock of consentgate's writers
+
+
+@contextmanager
+def writer_queue(engine: Engine) -> Iterator[None]:
+    """SQLite file: hold an exclusive `flock` on `<database>-writers.lock` for the
+    block (writers of every process and thread wait in the kernel, woken at once);
+    anything else: nothing. The database's own write lock still decides; this only
+    replaces SQLite's sleeping busy wait between writers that use it."""
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        yield
+        return
+    fd = os.open(f"{path}-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def migrate(engine: Engine) -> None:

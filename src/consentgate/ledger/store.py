@@ -33,6 +33,7 @@ from consentgate.ledger.database import (
     is_initialised,
     lock_writers,
     migrate,
+    writer_queue,
 )
 from consentgate.ledger.duckscan import snapshot_facts_duckdb, snapshot_table_duckdb
 from consentgate.ledger.factcache import NEVER, Entry, FactsCache, next_events
@@ -241,8 +242,11 @@ class Ledger:
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        """A write transaction: the chain head is locked from its first statement."""
-        with self.engine.connect() as conn:
+        """A write transaction: the chain head is locked from its first statement.
+        On a SQLite file, writers first queue on a lock file beside the database, so
+        that the next writer (of any process) starts the moment the last one
+        commits, rather than when SQLite's busy wait next polls."""
+        with writer_queue(self.engine), self.engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
                 yield conn
