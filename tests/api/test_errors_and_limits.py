@@ -33,13 +33,19 @@ def test_bad_input_names_field_expected_and_found(world: World) -> None:
         assert body["expected"] == "one of ai_training, genai_features"
         missing = c.post("/v1/decisions", json={"purpose": "ai_training"})
         assert problem(missing)["field"] == "body.subjects"
+        assert problem(missing)["found"] is None  # not the whole body again
         too_many = c.post("/v1/decisions", json={"purpose": "ai_training",
                                                   "subjects": ["x"] * 10_001})  # fmt: skip
         assert problem(too_many)["field"] == "body.subjects"
         broken = c.post("/v1/decisions", content=b"{not json",
                         headers={"content-type": "application/json"})  # fmt: skip
         assert broken.status_code == 422
-        problem(broken)
+        assert problem(broken)["field"] == "body"
+        assert "valid JSON" in str(problem(broken)["expected"])
+        form = c.post("/v1/decisions", content=b'{"purpose": "ai_training", "subjects": ["a"]}',
+                      headers={"content-type": "text/plain"})  # fmt: skip
+        assert form.status_code == 415
+        assert (problem(form)["field"], problem(form)["found"]) == ("Content-Type", "text/plain")
         assert problem(c.get("/v1/nowhere"))["status"] == 404
         assert problem(c.delete("/v1/decisions"))["status"] == 405
 

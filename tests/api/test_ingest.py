@@ -42,6 +42,11 @@ def test_batch_is_all_or_nothing(world: World) -> None:
         assert ok.json()["added"] == 3
         again = c.post("/v1/events", json=batch(3))  # same events: added once
         assert (again.json()["received"], again.json()["added"]) == (3, 0)
+        reused = batch(2, "other")
+        reused["events"][1]["event_id"] = ok.json()["event_ids"][0]  # an id, other content
+        conflict = c.post("/v1/events", json=reused)
+        assert conflict.status_code == 422
+        assert (conflict.json()["where"], conflict.json()["field"]) == ("events[1]", "event_id")
     assert world.ledger.head().size == size + 3
 
 

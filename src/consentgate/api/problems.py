@@ -4,6 +4,7 @@
     InputError (EventError, UnknownPurposeError, IdempotencyConflict)  422
     PolicyError                                  422, with every problem listed
     request validation (FastAPI/Pydantic)         422, with every error listed
+    a body that is not sent as JSON               415
     Unauthenticated                               401 + WWW-Authenticate: Bearer
     Forbidden                                     403
     NotFound / unknown route                      404 (405 for a wrong method)
@@ -96,16 +97,33 @@ def _policy_error(_: Request, err: Exception) -> JSONResponse:
     return problem(422, "Invalid policy", str(err), field="toml", problems=err.problems)
 
 
-def _validation_error(_: Request, err: Exception) -> JSONResponse:
+def _described(e: Mapping[str, Any]) -> dict[str, Any]:
+    """One Pydantic error as field / expected / found, in this API's words."""
+    loc = [str(part) for part in e.get("loc", ())]
+    kind = e.get("type", "")
+    if kind == "json_invalid":  # loc ends with the character offset, not a field
+        where = loc[-1] if len(loc) > 1 else "?"
+        reason = e.get("ctx", {}).get("error", "invalid JSON")
+        return {"field": "body", "expected": f"valid JSON ({reason} at character {where})",
+                "found": None}  # fmt: skip
+    found = None if kind == "missing" else _safe(e.get("input"))
+    return {"field": ".".join(loc), "expected": e.get("msg", ""), "found": found}
+
+
+def _validation_error(request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
-    errors = [
-        {
-            "field": ".".join(str(part) for part in e.get("loc", ())),
-            "expected": e.get("msg", ""),
-            "found": _safe(e.get("input")),
-        }
-        for e in err.errors()
-    ]
+    errors = [_described(e) for e in err.errors()]
+    body_error = any(e["field"].startswith("body") for e in errors)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if body_error and media != "application/json":
+        return problem(
+            415,
+            "Unsupported media type",
+            f"send the body as JSON with `Content-Type: application/json`, found {media!r}",
+            field="Content-Type",
+            expected="application/json",
+            found=media or None,
+        )
     first = errors[0] if errors else {"field": "", "expected": "", "found": None}
     detail = f"field {first['field']!r}: {first['expected']}, found {first['found']!r}"
     return problem(422, "Invalid request", detail, **first, errors=errors)

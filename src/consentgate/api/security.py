@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPBearer
 
 from consentgate.access import ApiKey, MemberSession, TokenError, read_token
 from consentgate.access.tokens import PREFIX as TOKEN_PREFIX
@@ -22,6 +23,27 @@ from consentgate.api.problems import Forbidden, RateLimited, Unauthenticated
 from consentgate.api.services import Services, services
 
 __all__ = ["Access", "Caller", "KeyCaller", "MemberCaller", "gpc_on", "guard"]
+
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    description="An API key (`cg_...`) or a member session token (`cgm....`).",
+)
+PROBLEM_MEDIA = "application/problem+json"
+PROBLEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "field": {"type": "string"},
+        "expected": {"type": "string"},
+        "found": {},
+        "where": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
 
 
 class Access(StrEnum):
@@ -113,9 +135,22 @@ def guard(access: Access) -> dict[str, Any]:
         request.state.caller = caller
         return caller
 
+    if access is Access.PUBLIC:
+        return {"dependencies": [Depends(dependency)], "openapi_extra": {"x-access": "public"}}
     return {
-        "dependencies": [Depends(dependency)],
+        # BEARER only declares the scheme in OpenAPI (the Authorize button of /docs);
+        # `dependency` does the checking.
+        "dependencies": [Security(BEARER), Depends(dependency)],
         "openapi_extra": {"x-access": access.value},
+        "responses": {
+            status: {"description": text, "content": {PROBLEM_MEDIA: {"schema": PROBLEM}}}
+            for status, text in (
+                (401, "no, expired, forged or revoked credential"),
+                (403, "a credential without this route's access"),
+                (422, "bad input: field, expected, found"),
+                (429, "rate limit; see Retry-After"),
+            )
+        },
     }
 
 

@@ -106,7 +106,13 @@ def append_batch(
         return answer
     recorded = now_us()
     start = appender.head.size
-    appender.append([row_of(v, appender.secret, recorded) for v in valid], name="events")
+    rows = [row_of(v, appender.secret, recorded) for v in valid]
+    try:
+        appender.append(rows, range(len(rows)), name="events")
+    except InputError as err:  # said of `events:<index>`: name it like validation does
+        if not err.where.startswith("events:"):
+            raise
+        raise err.located(f"events[{err.where.removeprefix('events:')}]") from None
     size = appender.head.size
     result = BatchResult(len(valid), size - start, [v.event_id for v in valid], size)
     if once is not None:
