@@ -20,7 +20,7 @@ class Strict(BaseModel):
 
 class EventsIn(Strict):
     events: list[dict[str, Any]] = Field(
-        min_length=1, max_length=MAX_BATCH, description="events of DESIGN §5"
+        min_length=1, max_length=MAX_BATCH, description="events (docs/formats.md)"
     )
 
 
