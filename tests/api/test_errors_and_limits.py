@@ -91,3 +91,67 @@ def test_rate_limit_per_caller(limited: World) -> None:
         problem(refused)
         # Another key has its own bucket.
         assert other.get("/v1/policy").status_code == 200
+
+
+HOSTILE = [
+    ("ingest", "/v1/events", '{"events": [{"type": "signal", "subject": "h", "signal": "gpc", '
+                             '"at": NaN}]}'),
+    ("ingest", "/v1/events", '{"events": [{"type": "signal", "subject": "h", "signal": "gpc", '
+                             '"at": "2025-01-01T00:00:00Z", "x": 1e400}]}'),
+    ("sessions", "/v1/member-sessions", '{"subject": "h", "ttl_seconds": NaN}'),
+    ("decide", "/v1/decisions", '{"purpose": "ai_training", "subjects": [Infinity]}'),
+    ("decide", "/v1/decisions", '{"purpose": "ai_training", "subjects": ["\\ud800"]}'),
+    ("decide", "/v1/decisions", '{"purpose": "\\ud800", "subjects": ["h"]}'),
+    ("admin", "/v1/policy", '{"toml": "\\ud800"}'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("role", "path", "body"), HOSTILE)
+def test_hostile_bodies_are_refused_not_crashed(
+    world: World, role: str, path: str, body: str
+) -> None:
+    size = world.ledger.head().size
+    with world.client(role) as c:
+        r = c.post(path, content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    problem(r)
+    assert world.ledger.head().size == size
+
+
+def test_forged_token_with_odd_bytes_is_401(world: World) -> None:
+    token = str(world.tokens["member A"])[:-1]
+    with world.client(None) as c:
+        r = c.get("/v1/me", headers={"Authorization": f"Bearer {token}\xe9".encode("latin-1")})
+    assert r.status_code == 401
+
+
+def test_refused_member_requests_record_no_gpc_and_erased_members_write_nothing(
+    world: World,
+) -> None:
+    before = world.ledger.head().size
+    with world.client("member A", **{"Sec-GPC": "1"}) as a:
+        assert (
+            a.put("/v1/me/choices/no_such_purpose", json={"choice": "granted"}).status_code == 422
+        )
+        assert a.put("/v1/me/choices/ai_training", json={"choice": "maybe"}).status_code == 422
+    assert world.ledger.head().size == before
+    world.ledger.record({"type": "erasure", "subject": A, "at": "2025-06-01T00:00:00Z"})
+    with world.client("member A") as a:
+        r = a.put("/v1/me/choices/ai_training", json={"choice": "granted"})
+    assert r.status_code == 403
+    assert world.ledger.head().size == before + 1
+
+
+def test_session_issuance_is_audited(world: World) -> None:
+    with world.client("sessions") as platform:
+        assert platform.post("/v1/member-sessions", json={"subject": A}).status_code == 200
+    with world.client("admin") as admin:
+        entries = admin.get("/v1/audit", params={"subject": A}).json()
+    assert entries[0]["action"] == "issue_member_session"
+
+
+def test_failed_authentication_spends_the_address_budget(limited: World) -> None:
+    with limited.client(None, Authorization="Bearer cg_0000000000000000_nope") as c:
+        codes = [c.get("/v1/policy").status_code for _ in range(6)]
+    assert codes[:3] == [401, 401, 401]
+    assert 429 in codes[3:]

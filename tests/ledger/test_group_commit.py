@@ -3,13 +3,17 @@ and a bad batch in a group is refused alone."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from consentgate.domain.errors import EventError, StorageError
+from consentgate.ledger import database
 from consentgate.ledger.batch import BatchResult, Once, validate
 from consentgate.ledger.writer import GroupWriter
 from tests.conftest import OpenLedger
@@ -85,3 +89,19 @@ def test_record_batch_through_the_group_writer(open_ledger: OpenLedger, db_url: 
     writer.close()
     with pytest.raises(StorageError, match="writer is closed"):
         ledger.record_batch(events(3))
+
+
+def test_a_writer_held_up_too_long_gets_a_clear_error(
+    open_ledger: OpenLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "held.db"
+    ledger = open_ledger(f"sqlite:///{db}")
+    monkeypatch.setattr(database, "WRITER_WAIT_SECONDS", 0.3)
+    fd = os.open(f"{db}-writers.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another writer (a long import, say)
+        with pytest.raises(StorageError, match="locked by another writer"):
+            ledger.record_batch(events(1))
+    finally:
+        os.close(fd)
+    assert ledger.record_batch(events(1)).added == 3  # free again

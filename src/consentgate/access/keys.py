@@ -90,7 +90,8 @@ class KeyStore:
     def __init__(self, engine: Engine, *, cache_seconds: float = 5.0) -> None:
         self.engine = engine
         self.cache_seconds = cache_seconds
-        self._cache: dict[str, tuple[float, bytes, ApiKey]] = {}
+        # key id -> (looked up at, (secret digest, key) or None for an unknown id)
+        self._cache: dict[str, tuple[float, tuple[bytes, ApiKey] | None]] = {}
         self._lock = threading.Lock()
 
     def create(self, *, name: str, scopes: Iterable[str]) -> NewKey:
@@ -158,15 +159,15 @@ class KeyStore:
         with self._lock:
             cached = self._cache.get(key_id)
         if cached is not None and now - cached[0] < self.cache_seconds:
-            return cached[1], cached[2]
+            return cached[1]
         with self.engine.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).one_or_none()
-        if row is None:
-            return None
-        entry = (now, bytes(row.secret_sha256), _key_of(row))
+        found = None if row is None else (bytes(row.secret_sha256), _key_of(row))
         with self._lock:
-            self._cache[key_id] = entry
-        return entry[1], entry[2]
+            if len(self._cache) > 100_000:  # unknown ids sent on purpose: start over
+                self._cache.clear()
+            self._cache[key_id] = (now, found)
+        return found
 
 
 class _Row:

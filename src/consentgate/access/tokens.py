@@ -57,7 +57,7 @@ def issue_token(
 
 def read_token(secret: bytes, token: str, *, now: datetime) -> MemberSession:
     signed, _, tag = token.rpartition(".")
-    if not signed.startswith(PREFIX) or not tag:
+    if not signed.startswith(PREFIX) or not tag or not token.isascii():
         raise TokenError("not a member token")
     if not hmac.compare_digest(_tag(secret, signed), tag):
         raise TokenError("member token signature does not verify")

@@ -9,19 +9,21 @@
     Forbidden                                     403
     NotFound / unknown route                      404 (405 for a wrong method)
     RateLimited                                   429 + Retry-After
-    StorageError                                  503
+    StorageError, a database driver error         503
     anything else                                 500, without details
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from consentgate.domain.errors import InputError, PolicyError, StorageError
@@ -67,9 +69,15 @@ FOUND_MAX = 200  # characters of a found value echoed back
 def _safe(value: object) -> Any:
     """A JSON value for `found`: scalars as they are, anything else as its repr;
     long text cut to FOUND_MAX characters."""
-    if value is None or isinstance(value, (int, float, bool)):
+    if value is None or isinstance(value, (int, bool)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
         return value
     text = value if isinstance(value, str) else repr(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # e.g. a lone surrogate: show it escaped
+        text = ascii(text)
     return text if len(text) <= FOUND_MAX else text[:FOUND_MAX] + "…"
 
 
@@ -151,6 +159,11 @@ def _storage_error(_: Request, err: Exception) -> JSONResponse:
     return problem(503, "Storage unavailable", str(err))
 
 
+def _database_error(_: Request, err: Exception) -> JSONResponse:
+    log.error("database error: %s", err)
+    return problem(503, "Storage unavailable", "the database failed; try again later")
+
+
 def _unexpected(_: Request, err: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=err)
     return problem(500, "Internal error", "the server failed; the error is logged")
@@ -163,4 +176,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiProblem, _api_problem)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(StorageError, _storage_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -4,9 +4,9 @@ the routes return, documented in the OpenAPI schema."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from consentgate.ledger.batch import MAX_BATCH
 
@@ -31,9 +31,19 @@ class EventsOut(BaseModel):
     size: int
 
 
+def _printable(value: str) -> str:
+    if not value.isprintable() or value.isspace():
+        raise ValueError("printable text")
+    return value
+
+
+#: A member id in a request: 1 to 256 printable characters.
+SubjectId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_printable)]
+
+
 class DecisionsIn(Strict):
     purpose: str = Id
-    subjects: list[str] = Field(min_length=1, max_length=MAX_DECISIONS)
+    subjects: list[SubjectId] = Field(min_length=1, max_length=MAX_DECISIONS)
     at: str | None = Field(default=None, description="RFC 3339 instant with a zone; default now")
 
 

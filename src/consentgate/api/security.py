@@ -113,7 +113,11 @@ def _check(access: Access, request: Request, svc: Services) -> Caller:
             raise Unauthenticated("this route needs an API key or a member token")
         _limit(svc, "addr:" + (request.client.host if request.client else "?"))
         return Caller()
-    caller = _authenticate(svc, token)
+    try:
+        caller = _authenticate(svc, token)
+    except Unauthenticated:
+        _limit(svc, "addr:" + (request.client.host if request.client else "?"))
+        raise  # failed attempts spend the client address's budget
     if access is Access.MEMBER:
         if caller.member is None:
             raise Forbidden("this route is for members, with a member session token")
@@ -164,13 +168,18 @@ def gpc_on(request: Request) -> bool:
     return any(v.strip() == "1" for v in request.headers.getlist("sec-gpc"))
 
 
-def member(request: Request, svc: Annotated[Services, Depends(services)]) -> MemberSession:
-    """The calling member (after `guard(Access.MEMBER)`); their GPC header noted."""
+async def member(request: Request) -> MemberSession:
+    """The calling member (after `guard(Access.MEMBER)`)."""
     session = request.state.caller.member
     if not isinstance(session, MemberSession):  # pragma: no cover - guard(MEMBER) ran first
         raise Forbidden("this route is for members")
-    svc.ledger.note_gpc(session.subject, gpc_on(request), evidence=evidence(request))
     return session
+
+
+def note_gpc(request: Request, svc: Services, session: MemberSession) -> None:
+    """Record the member's GPC header (routes call it once the request is valid:
+    a refused request records nothing)."""
+    svc.ledger.note_gpc(session.subject, gpc_on(request), evidence=evidence(request))
 
 
 def evidence(request: Request) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -20,6 +21,7 @@ from consentgate.domain.errors import StorageError
 __all__ = ["DEFAULT_URL", "WRITE", "connect", "lock_writers", "migrate", "writer_queue"]
 
 DEFAULT_URL = "sqlite:///consentgate.db"
+WRITER_WAIT_SECONDS = 30  # as PRAGMA busy_timeout below
 
 
 def _normalise(url: str) -> str:
@@ -107,14 +109,28 @@ def writer_queue(engine: Engine) -> Iterator[None]:
     """SQLite file: hold an exclusive `flock` on `<database>-writers.lock` for the
     block (writers of every process and thread wait in the kernel, woken at once);
     anything else: nothing. The database's own write lock still decides; this only
-    replaces SQLite's sleeping busy wait between writers that use it."""
+    replaces SQLite's sleeping busy wait between writers that use it. A writer
+    waits at most WRITER_WAIT_SECONDS (as SQLite's busy timeout), then StorageError."""
     path = engine.url.database if engine.dialect.name == "sqlite" else None
     if not path or path == ":memory:" or path.startswith("file:"):
         yield
         return
     fd = os.open(f"{path}-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + WRITER_WAIT_SECONDS
+        pause = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StorageError(
+                        f"the ledger stayed locked by another writer for "
+                        f"{WRITER_WAIT_SECONDS} s (a long import?); try again later"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -16,7 +17,12 @@ from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from consentgate.domain.decide import Decision, decide
-from consentgate.domain.errors import InputError, StorageError, UnknownPurposeError
+from consentgate.domain.errors import (
+    ConsentGateError,
+    InputError,
+    StorageError,
+    UnknownPurposeError,
+)
 from consentgate.domain.events import Event, ValidEvent, build_event, validate_event
 from consentgate.domain.facts import SubjectFacts, evaluator
 from consentgate.domain.policy import Policy, PolicyHistory
@@ -47,6 +53,8 @@ from consentgate.ledger.verify import VerifyReport, verify_ledger
 from consentgate.ledger.writer import GroupWriter
 
 ERASED = Decision(False, "erased")
+
+log = logging.getLogger("consentgate.ledger")
 
 #: A signed checkpoint is taken each time the ledger grows past a multiple of this.
 CHECKPOINT_EVERY = 100_000
@@ -292,7 +300,12 @@ class Ledger:
             start = appender.start
             results = [append_batch(conn, appender, valid, once) for valid, once in requests]
             head = appender.finish()
-        self._appended(start, head)
+        try:
+            self._appended(start, head)
+        except (ConsentGateError, OSError):
+            # Committed: the batches are stored whatever happens to the checkpoint
+            # (the next one covers them); say so in the log, not to the callers.
+            log.exception("checkpoint after an append failed")
         return results
 
     def group_commit(self, *, max_group: int = 64) -> None:

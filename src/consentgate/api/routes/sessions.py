@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from consentgate.access import issue_token
+from consentgate.access import issue_token, write_audit
 from consentgate.api.routes.render import json_response
 from consentgate.api.schemas import SessionIn, SessionOut
 from consentgate.api.security import Access, KeyCaller, guard
@@ -38,6 +38,13 @@ def post_member_session(
         issuer=caller.key.key_id,
         ttl=timedelta(seconds=ttl),
         now=datetime.now(UTC),
+    )
+    write_audit(
+        svc.ledger.engine,
+        actor=caller.actor,
+        action="issue_member_session",
+        subject=svc.ledger.pseudonym(body.subject),
+        detail=f"expires {format_ts(session.expires)}",
     )
     return json_response(
         {"token": token, "subject": session.subject, "expires": format_ts(session.expires)}
