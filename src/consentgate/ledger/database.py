@@ -118,7 +118,7 @@ def writer_queue(engine: Engine) -> Iterator[None]:
     fd = os.open(f"{path}-writers.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + WRITER_WAIT_SECONDS
-        pause = 0.0005
+        pause = 0.0001
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -130,7 +130,7 @@ def writer_queue(engine: Engine) -> Iterator[None]:
                         f"{WRITER_WAIT_SECONDS} s (a long import?); try again later"
                     ) from None
                 time.sleep(pause)
-                pause = min(pause * 2, 0.005)
+                pause = min(pause * 2, 0.001)
         yield
     finally:
         os.close(fd)  # closing releases the lock
