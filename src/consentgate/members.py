@@ -19,8 +19,9 @@ from consentgate.domain.events import (
 )
 from consentgate.domain.timeutil import format_ts
 from consentgate.ledger import Ledger
+from consentgate.ledger.online import closed_for_erased
 
-__all__ = ["MEMBER_SOURCE", "Choice", "Profile", "choices", "profile", "set_choice"]
+__all__ = ["MEMBER_SOURCE", "Choice", "Profile", "choices", "overview", "profile", "set_choice"]
 
 #: The `source` of consent events members record themselves.
 MEMBER_SOURCE = "member_self_service"
@@ -53,16 +54,17 @@ def _now() -> datetime:
 
 def _profile_of(subject: str, history: list[Event], at: datetime) -> Profile:
     region = born = None
-    erased = False
     for event in history:
-        if event.at > at:
-            continue
-        if isinstance(event, ProfileEvent):
+        if isinstance(event, ProfileEvent) and event.at <= at:
             region = event.region or region
             born = event.birth_date or born
-        elif isinstance(event, ErasureEvent):
-            erased = True
-    return Profile(subject, region, born, erased, len(history))
+    return Profile(subject, region, born, _erased(history), len(history))
+
+
+def _erased(history: list[Event]) -> bool:
+    """Whether the member was erased: any erasure, whatever its date, destroyed
+    their key and personal fields when it was recorded."""
+    return any(isinstance(event, ErasureEvent) for event in history)
 
 
 def profile(ledger: Ledger, subject: str, *, at: datetime | None = None) -> Profile:
@@ -72,8 +74,20 @@ def profile(ledger: Ledger, subject: str, *, at: datetime | None = None) -> Prof
 
 def choices(ledger: Ledger, subject: str, *, at: datetime | None = None) -> list[Choice]:
     """One entry per purpose of the policy in force at `at` (default now)."""
+    return _choices_of(ledger, ledger.history(subject), at or _now())
+
+
+def overview(
+    ledger: Ledger, subject: str, *, at: datetime | None = None
+) -> tuple[Profile, list[Choice]]:
+    """`profile` and `choices` from one read of the member's history."""
     when = at or _now()
     history = ledger.history(subject)
+    return _profile_of(subject, history, when), _choices_of(ledger, history, when)
+
+
+def _choices_of(ledger: Ledger, history: list[Event], when: datetime) -> list[Choice]:
+    erased = _erased(history)
     policies = ledger.policy_history()
     policy = policies.in_force(when)
     latest: dict[str, ConsentEvent] = {}
@@ -89,7 +103,9 @@ def choices(ledger: Ledger, subject: str, *, at: datetime | None = None) -> list
                 title=purpose.title,
                 choice=None if chosen is None else chosen.choice,
                 chosen_at=None if chosen is None else chosen.at,
-                decision=decide(events=history, policy=policies, purpose=name, at=when),
+                decision=closed_for_erased(
+                    decide(events=history, policy=policies, purpose=name, at=when), erased
+                ),
             )
         )
     return out

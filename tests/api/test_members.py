@@ -131,3 +131,17 @@ def test_well_known_gpc_json(world: World) -> None:
     body = r.json()
     assert body["gpc"] is True
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", body["lastUpdate"])
+
+
+def test_a_member_erased_with_a_future_date_is_erased_now(world: World) -> None:
+    # Recording the erasure destroyed A's key and personal fields at once, whatever
+    # its date: the member views must not show a decision the ledger would not give.
+    world.ledger.record({"type": "erasure", "subject": A, "at": "2099-01-01T00:00:00Z"})
+    with world.client("member A") as a:
+        me = a.get("/v1/me").json()
+        mine = a.get("/v1/me/choices").json()
+        refused = a.put("/v1/me/choices/ai_training", json={"choice": "granted"})
+    assert me["erased"] is True
+    assert {c["reason"] for c in mine} == {"erased"}
+    assert refused.status_code == 403
+    assert world.ledger.decide(A, purpose="ai_training").reason == "erased"

@@ -13,9 +13,10 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
@@ -73,8 +74,8 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _key_of(row: object) -> ApiKey:
-    r = row._mapping  # type: ignore[attr-defined]
+def _key_of(r: Mapping[Any, Any]) -> ApiKey:
+    """A stored row (or the values just inserted) as an ApiKey."""
     return ApiKey(
         key_id=r["key_id"],
         name=r["name"],
@@ -107,19 +108,19 @@ class KeyStore:
         }
         with self.engine.begin() as conn:
             conn.execute(insert(api_keys).values(**row))
-        return NewKey(_key_of(_Row(row)), f"{PREFIX}{key_id}_{secret}")
+        return NewKey(_key_of(row), f"{PREFIX}{key_id}_{secret}")
 
     def list(self) -> list[ApiKey]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(api_keys).order_by(api_keys.c.created_us)).all()
-        return [_key_of(r) for r in rows]
+        return [_key_of(r._mapping) for r in rows]
 
     def get(self, key_id: str) -> ApiKey:
         with self.engine.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).one_or_none()
         if row is None:
             raise InputError("key_id", "the id of an existing key (see `keys list`)", key_id)
-        return _key_of(row)
+        return _key_of(row._mapping)
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke the key (a second revocation keeps the first time)."""
@@ -162,16 +163,9 @@ class KeyStore:
             return cached[1]
         with self.engine.connect() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).one_or_none()
-        found = None if row is None else (bytes(row.secret_sha256), _key_of(row))
+        found = None if row is None else (bytes(row.secret_sha256), _key_of(row._mapping))
         with self._lock:
             if len(self._cache) > 100_000:  # unknown ids sent on purpose: start over
                 self._cache.clear()
             self._cache[key_id] = (now, found)
         return found
-
-
-class _Row:
-    """A dict seen as a result row (for `_key_of` on a row just inserted)."""
-
-    def __init__(self, mapping: dict[str, object]) -> None:
-        self._mapping = mapping

@@ -100,6 +100,10 @@ def _authenticate(svc: Services, token: str) -> Caller:
     return Caller(key=key)
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
 def _limit(svc: Services, who: str) -> None:
     wait = svc.limiter.take(who)
     if wait:
@@ -111,12 +115,12 @@ def _check(access: Access, request: Request, svc: Services) -> Caller:
     if token is None:
         if access is not Access.PUBLIC:
             raise Unauthenticated("this route needs an API key or a member token")
-        _limit(svc, "addr:" + (request.client.host if request.client else "?"))
+        _limit(svc, "addr:" + _address(request))
         return Caller()
     try:
         caller = _authenticate(svc, token)
     except Unauthenticated:
-        _limit(svc, "addr:" + (request.client.host if request.client else "?"))
+        _limit(svc, "addr:" + _address(request))
         raise  # failed attempts spend the client address's budget
     if access is Access.MEMBER:
         if caller.member is None:
@@ -189,7 +193,7 @@ def evidence(request: Request) -> dict[str, str]:
     if agent and agent.isprintable():
         out["user_agent"] = agent[:256]
     if request.client is not None:
-        out["ip"] = request.client.host
+        out["ip"] = _address(request)
     return out
 
 

@@ -12,13 +12,12 @@ gap, empties it. So a cached answer is always the answer the ledger gives now.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from typing import NamedTuple
 
-import orjson
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from consentgate.domain.facts import SubjectFacts
+from consentgate.ledger.snapshot import among, integers
 
 __all__ = ["FactsCache"]
 
@@ -81,15 +80,12 @@ class FactsCache:
         self._names.setdefault(entry.ps, set()).add(subject)
 
 
-def next_events(conn: Connection, pseudonyms: Sequence[int], at_us: int) -> dict[int, int]:
+def next_events(conn: Connection, pseudonyms: list[int], at_us: int) -> dict[int, int]:
     """Each member's first event dated after `at_us` (members without one omitted)."""
-    if conn.dialect.name == "postgresql":
-        named = "subject = ANY(CAST(%(ps)s AS BIGINT[]))"
-        params: dict[str, object] = {"ps": list(pseudonyms), "t": at_us}
-        sql = f"SELECT subject, min(at_us) FROM events WHERE {named} AND at_us > %(t)s"
-    else:
-        named = "subject IN (SELECT value FROM json_each(:ps))"
-        params = {"ps": orjson.dumps(list(pseudonyms)).decode(), "t": at_us}
-        sql = f"SELECT subject, min(at_us) FROM events WHERE {named} AND at_us > :t"
-    rows = conn.exec_driver_sql(sql + " GROUP BY subject", params).all()
+    dialect = conn.dialect.name
+    query = text(
+        f"SELECT subject, min(at_us) FROM events WHERE {among(dialect, 'subject', 'ps')} "
+        "AND at_us > :t GROUP BY subject"
+    )
+    rows = conn.execute(query, {"ps": integers(dialect, pseudonyms), "t": at_us}).all()
     return {int(ps): int(first) for ps, first in rows}

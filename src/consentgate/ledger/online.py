@@ -8,48 +8,33 @@ come from their clear copies, which an erasure clears with the member's key.
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Any
-
 from sqlalchemy import Engine
 
-from consentgate.domain.events import (
-    ConsentEvent,
-    ErasureEvent,
-    Event,
-    ProfileEvent,
-    SignalEvent,
-)
-from consentgate.domain.timeutil import from_micros
+from consentgate.domain.decide import Decision
+from consentgate.domain.events import Event
+from consentgate.ledger.rows import event_from_row
 
-__all__ = ["DecisionInputs", "decision_inputs"]
+__all__ = ["ERASED", "DecisionInputs", "closed_for_erased", "decision_inputs"]
 
-_EVENTS = (
-    "SELECT type, at_us, event_id, purpose, choice, signal, source, notice_version, region, "
-    "birth_date FROM events WHERE subject = {p} ORDER BY at_us, seq"
-)
+_COLUMNS = (
+    "type", "at_us", "event_id", "purpose", "choice", "signal", "source", "notice_version",
+    "region", "birth_date",
+)  # fmt: skip
+_EVENTS = f"SELECT {', '.join(_COLUMNS)} FROM events WHERE subject = {{p}} ORDER BY at_us, seq"
 _KEY = "SELECT key IS NULL FROM subjects WHERE pseudonym = {p}"
 _POLICY = "SELECT max(id) FROM policy_versions"
 
 DecisionInputs = tuple[list[Event], bool, int]
+ERASED = Decision(False, "erased")
 
 
-def _event(row: tuple[Any, ...], subject: str) -> Event:
-    kind, at_us, event_id, purpose, choice, signal, source, notice, region, born = row
-    at = from_micros(at_us)
-    if kind == "profile":
-        birth = date.fromisoformat(born) if born else None
-        return ProfileEvent(
-            subject=subject, at=at, event_id=event_id, region=region, birth_date=birth
-        )
-    if kind == "consent":
-        return ConsentEvent(
-            subject=subject, at=at, event_id=event_id, purpose=purpose, choice=choice,
-            source=source, notice_version=notice,
-        )  # fmt: skip
-    if kind == "signal":
-        return SignalEvent(subject=subject, at=at, event_id=event_id, signal=signal)
-    return ErasureEvent(subject=subject, at=at, event_id=event_id)
+def closed_for_erased(decision: Decision, erased: bool) -> Decision:
+    """The ledger's one step beyond DESIGN §3 rule 4: a member erased at any time
+    (their key destroyed) is `erased` at every T at which they have events, since
+    the birth date and region the rule needs are gone (docs/decision-rule.md)."""
+    if erased and decision.reason != "unknown_subject":
+        return ERASED
+    return decision
 
 
 def decision_inputs(engine: Engine, ps: int, subject: str) -> DecisionInputs:
@@ -71,5 +56,9 @@ def decision_inputs(engine: Engine, ps: int, subject: str) -> DecisionInputs:
         cur.close()
     finally:
         raw.close()
-    events = [_event(tuple(row), subject) for row in rows]
+    events = []
+    for row in rows:
+        stored = dict(zip(_COLUMNS, row, strict=True))
+        clear = {k: stored[k] for k in ("region", "birth_date") if stored[k] is not None}
+        events.append(event_from_row(stored, subject, clear))
     return events, erased, int(newest[0] or 0) if newest else 0

@@ -53,6 +53,20 @@ def _text(dialect: str, expr: str) -> str:
     return f"({expr})::text" if dialect == "postgresql" else f"({expr})"
 
 
+def among(dialect: str, column: str, name: str) -> str:
+    """SQL: `column` is one of the integers in parameter `:name` (see `integers`).
+    One parameter for the whole set, not one per value, so 10,000 members cost no
+    statement compilation and meet no limit on parameters."""
+    if dialect == "postgresql":
+        return f"{column} = ANY(CAST(:{name} AS BIGINT[]))"
+    return f"{column} IN (SELECT value FROM json_each(:{name}))"
+
+
+def integers(dialect: str, values: list[int]) -> object:
+    """The value of an `among` parameter: an array (PostgreSQL), JSON text (SQLite)."""
+    return values if dialect == "postgresql" else orjson.dumps(values).decode()
+
+
 def _sql(dialect: str, *, subjects: bool, cutoff: bool) -> str:
     at = _text(dialect, f"at_us + {_AT}")
     latest = f"{at} || {_text(dialect, f'seq + {_SEQ}')}"
@@ -68,14 +82,7 @@ def _sql(dialect: str, *, subjects: bool, cutoff: bool) -> str:
         else "0"
     )
     table = "events NOT INDEXED" if dialect == "sqlite" and not subjects else "events"
-    # Named members: one parameter (a JSON array on SQLite, an array on PostgreSQL),
-    # not one per member, so 10,000 names cost no statement compilation.
-    named = (
-        "subject = ANY(CAST(:subjects AS BIGINT[]))"
-        if dialect == "postgresql"
-        else "subject IN (SELECT value FROM json_each(:subjects))"
-    )
-    where = "at_us <= :t" + (f" AND {named}" if subjects else "")
+    where = "at_us <= :t" + (f" AND {among(dialect, 'subject', 'subjects')}" if subjects else "")
     # Members are grouped by pseudonym; their id comes from `subjects` (NULL once erased).
     # A member erased at any time counts as erased at every T at which they have events:
     # the erasure destroyed the birth date and region the rule needs (fail closed).
@@ -114,8 +121,7 @@ def snapshot_facts(
     if reconsent_cutoff is not None:
         params["cutoff"] = to_micros(reconsent_cutoff)
     if subjects is not None:
-        named = list(subjects)
-        params["subjects"] = named if dialect == "postgresql" else orjson.dumps(named).decode()
+        params["subjects"] = integers(dialect, list(subjects))
         names: Mapping[int, str] = subjects
         rows = _streamed(conn, stmt, params)
     elif dialect == "postgresql":

@@ -52,8 +52,6 @@ from consentgate.ledger.snapshot import snapshot_facts
 from consentgate.ledger.verify import VerifyReport, verify_ledger
 from consentgate.ledger.writer import GroupWriter
 
-ERASED = Decision(False, "erased")
-
 log = logging.getLogger("consentgate.ledger")
 
 #: A signed checkpoint is taken each time the ledger grows past a multiple of this.
@@ -200,7 +198,10 @@ class Ledger:
         return self._policies()[1]
 
     def policy_history(self) -> PolicyHistory:
-        history = self._policies()[0]
+        return self._policy_history()
+
+    def _policy_history(self, newest: int | None = None) -> PolicyHistory:
+        history = self._policies(newest)[0]
         if history is None:
             raise StorageError("the ledger has no policy: run `consentgate init`")
         return history
@@ -211,7 +212,7 @@ class Ledger:
 
     def applied_policy_at(self, at: datetime | None = None) -> AppliedPolicy:
         """The stored version in force at `at` (default now), with its dates."""
-        history, applied = self._policies()
+        history, applied = self._policies()  # one read for both
         if history is None:
             raise StorageError("the ledger has no policy: run `consentgate init`")
         policy = history.in_force(at or _now())
@@ -518,13 +519,9 @@ class Ledger:
         events, erased, newest = online.decision_inputs(
             self.engine, self.pseudonym(subject), subject
         )
-        history = self._policies(newest)[0]
-        if history is None:
-            raise StorageError("the ledger has no policy: run `consentgate init`")
+        history = self._policy_history(newest)
         decision = decide(events=events, policy=history, purpose=purpose, at=when)
-        if erased and decision.reason != "unknown_subject":
-            return ERASED
-        return decision
+        return online.closed_for_erased(decision, erased)
 
     def snapshot(
         self,

@@ -65,11 +65,9 @@ def post_policy(body: PolicyIn, caller: KeyCaller, svc: Svc) -> Response:
 def get_subject(subject: SubjectId, caller: KeyCaller, svc: Svc) -> Response:
     """A member's profile and choices (audited)."""
     _audit_read(svc, caller.actor, subject, "read_subject")
+    profile, choices = members.overview(svc.ledger, subject)
     return json_response(
-        {
-            "profile": profile_body(members.profile(svc.ledger, subject)),
-            "choices": [choice_body(c) for c in members.choices(svc.ledger, subject)],
-        }
+        {"profile": profile_body(profile), "choices": [choice_body(c) for c in choices]}
     )
 
 
