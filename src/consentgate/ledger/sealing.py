@@ -87,8 +87,10 @@ def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
     return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
 
 
-def unseal(key: bytes, sealed: bytes, associated: bytes) -> bytes:
+def unseal(key: bytes | AESGCM, sealed: bytes, associated: bytes) -> bytes:
+    """Open `seal`'s output with the member's key (or its prepared AESGCM)."""
     try:
-        return AESGCM(key).decrypt(sealed[:NONCE], sealed[NONCE:], associated)
+        cipher = key if isinstance(key, AESGCM) else AESGCM(key)
+        return cipher.decrypt(sealed[:NONCE], sealed[NONCE:], associated)
     except (InvalidTag, ValueError) as err:
         raise SealError("the sealed fields do not open with the member's key") from err

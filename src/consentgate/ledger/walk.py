@@ -14,11 +14,12 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, create_engine
 
 from consentgate.ledger import merkle
@@ -27,7 +28,13 @@ from consentgate.ledger.importer import main_hidden
 from consentgate.ledger.report import Problem, VerifyReport
 from consentgate.ledger.sealing import SealError, pseudonym, unseal
 
+try:  # the compiled hot loop (setup.py); without it the Python loop does the same
+    from consentgate.ledger import _chainwalk as _native
+except ImportError:  # pragma: no cover - built wherever a C compiler and OpenSSL are
+    _native = None
+
 _BATCH = 20_000
+_CIPHERS = 50_000  # AES-GCM key schedules kept by one walk (members have several events)
 CHUNK = 1 << 16  # leaves per Merkle subtree a worker folds on its own (ranges align to it)
 PARALLEL_FROM = 400_000  # events; smaller ledgers are walked in this process alone
 
@@ -93,16 +100,22 @@ def walk(
     encode = encode_entry
     stack: list[bytes] = []
     broke: Problem | None = None
+    ciphers: dict[bytes, Any] = {}
+    advance = _native.advance if _native is not None else None
     while rows := cur.fetchmany(_BATCH):
-        for row in rows:
-            if row[_TYPE] == "erasure":
-                erased.add(row[_SUBJECT])
-            if row[_SUBJECT] not in keys and row[_SUBJECT] not in rowless:
-                rowless[row[_SUBJECT]] = row[_SEQ]
-            if row[_SEALED] is not None or row[_REGION] is not None or row[_BORN] is not None:
-                _check_personal(row, keys, report)
-            if broke is not None:
-                continue
+        _bookkeep(rows, keys, erased, rowless, report, ciphers)
+        i, n = 0, len(rows)
+        while broke is None and i < n:
+            if advance is not None and prev is not None:
+                # The compiled loop takes every sound row it can encode, and stops
+                # at the first other one, which the Python code below takes.
+                i, prev, expected = advance(
+                    rows, i, secret, prev, expected, stack, chunks, partial, sizes, chunk
+                )
+                if i == n:
+                    break
+            row = rows[i]
+            i += 1
             seq = row[_SEQ]
             if first_seq is None:
                 first_seq = seq
@@ -133,13 +146,13 @@ def walk(
                     )
             if problem is not None:
                 broke = problem
-                continue
-            # RootBuilder.append within the chunk, inlined: this loop bounds verify's speed.
+                break
+            # RootBuilder.append within the chunk, inlined.
             leaf = sha256(b"\x00" + computed).digest()
-            n = (seq - 1) % chunk
-            while n & 1:
+            pos = (seq - 1) % chunk
+            while pos & 1:
                 leaf = sha256(b"\x01" + stack.pop() + leaf).digest()
-                n >>= 1
+                pos >>= 1
             if seq % chunk == 0:
                 chunks.append(leaf)  # the chunk is complete: its root
             else:
@@ -162,6 +175,30 @@ def walk(
         erased=erased,
         rowless=rowless,
     )
+
+
+def _bookkeep(
+    rows: list[Any],
+    keys: dict[int, Any],
+    erased: set[int],
+    rowless: dict[int, int],
+    report: VerifyReport,
+    ciphers: dict[bytes, Any],
+) -> None:
+    """What `walk` checks of every row, sound chain or not: erasures, members without a
+    key row (at their first event), and the personal fields."""
+    erased.update(row[_SUBJECT] for row in rows if row[_TYPE] == "erasure")
+    if not keys.keys() >= {row[_SUBJECT] for row in rows}:
+        for row in rows:
+            if row[_SUBJECT] not in keys and row[_SUBJECT] not in rowless:
+                rowless[row[_SUBJECT]] = row[_SEQ]
+    if _native is not None:  # the compiled check passes the sound rows; these it did not
+        for i in _native.unsound_personal(rows, keys, ERASED):
+            _check_personal(rows[i], keys, report, ciphers)
+        return
+    for row in rows:
+        if row[_SEALED] is not None or row[_REGION] is not None or row[_BORN] is not None:
+            _check_personal(row, keys, report, ciphers)
 
 
 def combine(
@@ -258,7 +295,7 @@ def walk_range(
             assert driver is not None
             cur = driver.cursor()
             try:
-                keys = load_keys(cur, secret, VerifyReport())
+                keys = load_keys(cur, secret, VerifyReport(), check=False)  # main checks
                 cur.execute(range_sql(conn.dialect.name, start, end), bounds(start, end))
                 return walk(cur, start, sizes, keys, secret, chunk)
             finally:
@@ -325,7 +362,9 @@ class _InProcess:
         raise AssertionError("a single range needs no worker")
 
 
-def _check_personal(row: Any, keys: dict[int, Any], report: VerifyReport) -> None:
+def _check_personal(
+    row: Any, keys: dict[int, Any], report: VerifyReport, ciphers: dict[bytes, Any]
+) -> None:
     """Sealed fields open and agree with their clear copies; an erased member keeps none."""
     seq, sealed, region, born = row[_SEQ], row[_SEALED], row[_REGION], row[_BORN]
     key = keys.get(row[_SUBJECT])
@@ -339,8 +378,16 @@ def _check_personal(row: Any, keys: dict[int, Any], report: VerifyReport) -> Non
         return
     opened: dict[str, str] = {}
     if sealed is not None:
+        cipher = ciphers.get(key)
+        if cipher is None:
+            if len(ciphers) >= _CIPHERS:
+                ciphers.clear()
+            with suppress(ValueError):  # a key of the wrong length: unseal reports it
+                cipher = ciphers[key] = AESGCM(key)
         try:
-            opened = orjson.loads(unseal(key, bytes(sealed), row[_DIGEST].encode()))
+            opened = orjson.loads(
+                unseal(cipher or key, bytes(sealed), row[_DIGEST].encode())
+            )
         except SealError as err:
             report.problems.append(Problem(seq, str(err)))
             return
@@ -350,23 +397,36 @@ def _check_personal(row: Any, keys: dict[int, Any], report: VerifyReport) -> Non
         )
 
 
-def load_keys(cur: Any, secret: bytes, report: VerifyReport) -> dict[int, Any]:
-    """Every member's key (or `ERASED`), checking that each id has its own pseudonym
-    and that erasure took both the id and the key."""
+def load_keys(
+    cur: Any, secret: bytes, report: VerifyReport, *, check: bool = True
+) -> dict[int, Any]:
+    """Every member's key (or `ERASED`); with `check`, also that each id has its own
+    pseudonym and that erasure took both the id and the key."""
     keys: dict[int, Any] = {}
     cur.execute("SELECT pseudonym, subject, key FROM subjects")
     while rows := cur.fetchmany(_BATCH):
         for ps, subject, key in rows:
-            if subject is None and key is None:
-                keys[ps] = ERASED
-                continue
-            keys[ps] = bytes(key) if key is not None else ERASED
-            if subject is None or key is None:
-                report.problems.append(
-                    Problem(None, f"subjects: pseudonym {ps} is half erased (id or key left)")
-                )
-            elif pseudonym(secret, subject) != ps:
-                report.problems.append(
-                    Problem(None, f"subjects: pseudonym {ps} is not the pseudonym of {subject!r}")
-                )
+            keys[ps] = ERASED if key is None else bytes(key)
+        if check:
+            _check_subjects(rows, secret, report)
     return keys
+
+
+def _check_subjects(rows: list[Any], secret: bytes, report: VerifyReport) -> None:
+    named = [subject.encode() for _, subject, key in rows if subject is not None and key is not None]
+    if _native is not None:
+        macs = iter(_native.keyed_many(secret, named))
+        names = iter(int.from_bytes(mac[:8], "big", signed=True) for mac in macs)
+    else:
+        names = iter(pseudonym(secret, subject.decode()) for subject in named)
+    for ps, subject, key in rows:
+        if subject is None and key is None:
+            continue
+        if subject is None or key is None:
+            report.problems.append(
+                Problem(None, f"subjects: pseudonym {ps} is half erased (id or key left)")
+            )
+        elif next(names) != ps:
+            report.problems.append(
+                Problem(None, f"subjects: pseudonym {ps} is not the pseudonym of {subject!r}")
+            )
