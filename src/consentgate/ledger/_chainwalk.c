@@ -1,21 +1,25 @@
 /*
- * consentgate.ledger._chainwalk: the hot loop of `verify`'s chain walk, compiled.
+ * consentgate.ledger._chainwalk: the chain walk of `verify`, compiled (optional).
  *
- * `advance` does for a run of stored rows exactly what the row-by-row loop of
- * consentgate/ledger/walk.py does while every row is sound: position and link checks,
- * the canonical entry (chain.encode_entry), its keyed id commitment (HMAC-SHA256),
- * the chain hash, the Merkle leaf and the subtree stack. It stops at the first row
- * it does not judge as sound, or cannot encode itself (a value of an unexpected type,
- * text that JSON would escape, an integer beyond 64 bits), and returns its index:
- * the Python loop takes that row, reports or encodes it, and calls `advance` again.
- * So the compiled loop never decides that anything is wrong; it only skips Python
- * work for rows that pass, and tests/ledger/test_chainwalk.py checks it byte for byte
- * against the Python encoding. SHA-256 is OpenSSL's (libcrypto), as in hashlib.
+ * `walk_file` steps through a range of events of a SQLite ledger file over its own
+ * read-only connection and does for each row exactly what the Python loop of
+ * consentgate/ledger/walk.py does while every row is sound: position and link, the
+ * canonical entry (chain.encode_entry) with its keyed id commitment (HMAC-SHA256),
+ * the chain hash, the Merkle leaf and subtree stack, the member's key row, erasures,
+ * and the sealed personal fields (AES-256-GCM opened, agreeing with the clear
+ * copies). It stops at the first row that is not sound, or that it cannot encode
+ * itself (a value of an unexpected type, text that JSON escapes, an integer beyond 64
+ * bits), and hands the Python loop its state: the Python loop names what is wrong.
+ * So this code never judges a row bad; it only spares Python the sound ones.
+ * tests/ledger/test_chainwalk.py checks the encoding against the Python one and
+ * verify's reports with and without this module. Hashes and AES are OpenSSL's
+ * (libcrypto), as in hashlib and cryptography.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <sqlite3.h>
 #include <string.h>
 
 /* The row layout of walk._WALKED: ENTRY_COLUMNS, then prev_hash, hash, region, birth_date. */
@@ -53,68 +57,101 @@ static int buf_add(buf_t *b, const char *s, size_t n) {
 
 #define ADD_LIT(b, s) buf_add((b), (s), sizeof(s) - 1)
 
-/* 0: added; 1: not an int this loop encodes (the Python loop takes the row); -1: error. */
-static int add_int(buf_t *b, PyObject *v) {
-    if (!PyLong_CheckExact(v)) return 1;
-    int overflow = 0;
-    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-    if (overflow) return 1;
-    if (x == -1 && PyErr_Occurred()) return -1;
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%lld", x);
-    return buf_add(b, tmp, (size_t)n);
+/* One stored value, from a SQLite column or (for the tests) a Python object. */
+enum { V_NULL, V_INT, V_TEXT, V_BLOB, V_OTHER };
+typedef struct {
+    int kind;
+    long long i;
+    const unsigned char *s;
+    size_t n;
+} val_t;
+
+/* Well-formed UTF-8 without surrogates (what Python decodes and orjson writes as is). */
+static int utf8_ok(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned int cp;
+        if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F;
+        else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F;
+        else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07;
+        else return 0;
+        if (i + len > n) return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* 0: added; 1: not a value this loop encodes (the Python loop takes the row); -1: error. */
+static int add_int(buf_t *b, const val_t *v) {
+    if (v->kind != V_INT) return 1;
+    char tmp[24], *e = tmp + sizeof tmp, *p = e;
+    unsigned long long u = v->i < 0 ? 0ULL - (unsigned long long)v->i : (unsigned long long)v->i;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v->i < 0) *--p = '-';
+    return buf_add(b, p, (size_t)(e - p));
 }
 
 /* Text as a JSON string, only when it needs no escape (else 1). */
-static int add_text_raw(buf_t *b, PyObject *v, int quoted) {
-    if (!PyUnicode_CheckExact(v)) return 1;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(v, &n);
-    if (!s) {  /* a lone surrogate: not UTF-8 */
-        PyErr_Clear();
-        return 1;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+static int add_text(buf_t *b, const val_t *v, int quoted) {
+    if (v->kind != V_TEXT) return 1;
+    for (size_t i = 0; i < v->n; i++) {
+        unsigned char c = v->s[i];
         if (c < 0x20 || c == '"' || c == '\\') return 1;
     }
+    if (!utf8_ok(v->s, v->n)) return 1;
     if (quoted && ADD_LIT(b, "\"") < 0) return -1;
-    if (buf_add(b, s, (size_t)n) < 0) return -1;
+    if (buf_add(b, (const char *)v->s, v->n) < 0) return -1;
     if (quoted && ADD_LIT(b, "\"") < 0) return -1;
     return 0;
 }
 
-static int add_text_or_null(buf_t *b, PyObject *v) {
-    if (v == Py_None) return ADD_LIT(b, "null");
-    return add_text_raw(b, v, 1);
+static int add_text_or_null(buf_t *b, const val_t *v) {
+    if (v->kind == V_NULL) return ADD_LIT(b, "null");
+    return add_text(b, v, 1);
 }
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int add_sealed(buf_t *b, PyObject *v) {
-    if (v == Py_None) return ADD_LIT(b, "null");
-    if (!PyBytes_CheckExact(v)) return 1;
-    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(v);
-    size_t n = (size_t)PyBytes_GET_SIZE(v);
+static int add_sealed(buf_t *b, const val_t *v) {
+    if (v->kind == V_NULL) return ADD_LIT(b, "null");
+    if (v->kind != V_BLOB) return 1;
+    const unsigned char *s = v->s;
+    size_t n = v->n;
     if (buf_reserve(b, 4 * ((n + 2) / 3) + 2) < 0) return -1;
     char *o = b->data + b->len;
     *o++ = '"';
     size_t i = 0;
     for (; i + 3 <= n; i += 3) {
-        unsigned int w = (s[i] << 16) | (s[i + 1] << 8) | s[i + 2];
+        unsigned int w = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8) | s[i + 2];
         *o++ = B64[w >> 18];
         *o++ = B64[(w >> 12) & 63];
         *o++ = B64[(w >> 6) & 63];
         *o++ = B64[w & 63];
     }
     if (n - i == 1) {
-        unsigned int w = s[i] << 16;
+        unsigned int w = (unsigned int)s[i] << 16;
         *o++ = B64[w >> 18];
         *o++ = B64[(w >> 12) & 63];
         *o++ = '=';
         *o++ = '=';
     } else if (n - i == 2) {
-        unsigned int w = (s[i] << 16) | (s[i + 1] << 8);
+        unsigned int w = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8);
         *o++ = B64[w >> 18];
         *o++ = B64[(w >> 12) & 63];
         *o++ = B64[(w >> 6) & 63];
@@ -139,15 +176,10 @@ typedef struct {
 } hmac_t;
 
 static void hmac_init(hmac_t *h, const unsigned char *key, size_t n) {
-    unsigned char block[64], digest[32];
+    unsigned char block[64], pad[64];
     memset(block, 0, sizeof block);
-    if (n > 64) {
-        sha256_of(key, n, digest);
-        memcpy(block, digest, 32);
-    } else {
-        memcpy(block, key, n);
-    }
-    unsigned char pad[64];
+    if (n > 64) sha256_of(key, n, block);
+    else memcpy(block, key, n);
     for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x36;
     SHA256_Init(&h->inner);
     SHA256_Update(&h->inner, pad, 64);
@@ -169,19 +201,20 @@ static void hmac(const hmac_t *h, const void *msg, size_t n, unsigned char out[3
 static const char HEX[] = "0123456789abcdef";
 
 /*
- * The entry of one row (chain.encode_entry) into `b`, the ids message into `m`.
- * 0: encoded; 1: the Python loop must take the row; -1: error.
+ * The entry of one row (chain.encode_entry) into `b`, using `m` for the ids message.
+ * v holds the row in walk._WALKED order. 0: encoded; 1: the Python loop must take
+ * the row; -1: error.
  */
-static int encode_row(PyObject *row, const hmac_t *key, buf_t *b, buf_t *m) {
+static int encode_row(const val_t *v, const hmac_t *key, buf_t *b, buf_t *m) {
     int r;
     b->len = 0;
     m->len = 0;
     /* ids = HMAC(f"{event_id}\n{digest}\n{key}").hex() */
-    if ((r = add_text_raw(m, PyTuple_GET_ITEM(row, C_EVENT_ID), 0))) return r;
+    if ((r = add_text(m, &v[C_EVENT_ID], 0))) return r;
     if (ADD_LIT(m, "\n") < 0) return -1;
-    if ((r = add_text_raw(m, PyTuple_GET_ITEM(row, C_DIGEST), 0))) return r;
+    if ((r = add_text(m, &v[C_DIGEST], 0))) return r;
     if (ADD_LIT(m, "\n") < 0) return -1;
-    if ((r = add_int(m, PyTuple_GET_ITEM(row, C_ID_KEY)))) return r;
+    if ((r = add_int(m, &v[C_ID_KEY]))) return r;
     unsigned char mac[32];
     hmac(key, m->data, m->len, mac);
     char ids[64];
@@ -190,244 +223,125 @@ static int encode_row(PyObject *row, const hmac_t *key, buf_t *b, buf_t *m) {
         ids[2 * i + 1] = HEX[mac[i] & 15];
     }
     if (ADD_LIT(b, "{\"at_us\":") < 0) return -1;
-    if ((r = add_int(b, PyTuple_GET_ITEM(row, C_AT_US)))) return r;
+    if ((r = add_int(b, &v[C_AT_US]))) return r;
     if (ADD_LIT(b, ",\"choice\":") < 0) return -1;
-    if ((r = add_text_or_null(b, PyTuple_GET_ITEM(row, C_CHOICE)))) return r;
+    if ((r = add_text_or_null(b, &v[C_CHOICE]))) return r;
     if (ADD_LIT(b, ",\"ids\":\"") < 0 || buf_add(b, ids, 64) < 0) return -1;
     if (ADD_LIT(b, "\",\"notice_version\":") < 0) return -1;
-    if ((r = add_text_or_null(b, PyTuple_GET_ITEM(row, C_NOTICE)))) return r;
+    if ((r = add_text_or_null(b, &v[C_NOTICE]))) return r;
     if (ADD_LIT(b, ",\"purpose\":") < 0) return -1;
-    if ((r = add_text_or_null(b, PyTuple_GET_ITEM(row, C_PURPOSE)))) return r;
+    if ((r = add_text_or_null(b, &v[C_PURPOSE]))) return r;
     if (ADD_LIT(b, ",\"recorded_us\":") < 0) return -1;
-    if ((r = add_int(b, PyTuple_GET_ITEM(row, C_RECORDED)))) return r;
+    if ((r = add_int(b, &v[C_RECORDED]))) return r;
     if (ADD_LIT(b, ",\"sealed\":") < 0) return -1;
-    if ((r = add_sealed(b, PyTuple_GET_ITEM(row, C_SEALED)))) return r;
+    if ((r = add_sealed(b, &v[C_SEALED]))) return r;
     if (ADD_LIT(b, ",\"seq\":") < 0) return -1;
-    if ((r = add_int(b, PyTuple_GET_ITEM(row, C_SEQ)))) return r;
+    if ((r = add_int(b, &v[C_SEQ]))) return r;
     if (ADD_LIT(b, ",\"signal\":") < 0) return -1;
-    if ((r = add_text_or_null(b, PyTuple_GET_ITEM(row, C_SIGNAL)))) return r;
+    if ((r = add_text_or_null(b, &v[C_SIGNAL]))) return r;
     if (ADD_LIT(b, ",\"source\":") < 0) return -1;
-    if ((r = add_text_or_null(b, PyTuple_GET_ITEM(row, C_SOURCE)))) return r;
+    if ((r = add_text_or_null(b, &v[C_SOURCE]))) return r;
     if (ADD_LIT(b, ",\"subject\":") < 0) return -1;
-    if ((r = add_int(b, PyTuple_GET_ITEM(row, C_SUBJECT)))) return r;
+    if ((r = add_int(b, &v[C_SUBJECT]))) return r;
     if (ADD_LIT(b, ",\"type\":") < 0) return -1;
-    if ((r = add_text_or_null(b, PyTuple_GET_ITEM(row, C_TYPE)))) return r;
+    if ((r = add_text_or_null(b, &v[C_TYPE]))) return r;
     return ADD_LIT(b, "}");
 }
 
-/* encode_entry(row, secret), for the tests: bytes, or None where `advance` would stop. */
+/* A Python value as walk's rows hold it (sqlite3: None, int, str, bytes). */
+static int from_obj(PyObject *o, val_t *v) {
+    v->kind = V_OTHER;
+    if (o == Py_None) {
+        v->kind = V_NULL;
+    } else if (PyLong_CheckExact(o)) {
+        int overflow = 0;
+        v->i = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (v->i == -1 && PyErr_Occurred()) return -1;
+        if (!overflow) v->kind = V_INT;
+    } else if (PyUnicode_CheckExact(o)) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(o, &n);
+        if (!s) {
+            PyErr_Clear();  /* a lone surrogate: the Python encoder decides */
+            return 0;
+        }
+        v->kind = V_TEXT, v->s = (const unsigned char *)s, v->n = (size_t)n;
+    } else if (PyBytes_CheckExact(o)) {
+        v->kind = V_BLOB;
+        v->s = (const unsigned char *)PyBytes_AS_STRING(o);
+        v->n = (size_t)PyBytes_GET_SIZE(o);
+    }
+    return 0;
+}
+
+static void from_column(sqlite3_stmt *st, int col, val_t *v) {
+    switch (sqlite3_column_type(st, col)) {
+    case SQLITE_NULL:
+        v->kind = V_NULL;
+        break;
+    case SQLITE_INTEGER:
+        v->kind = V_INT;
+        v->i = sqlite3_column_int64(st, col);
+        break;
+    case SQLITE_TEXT:
+        v->kind = V_TEXT;
+        v->s = sqlite3_column_text(st, col);
+        v->n = (size_t)sqlite3_column_bytes(st, col);
+        break;
+    case SQLITE_BLOB:
+        v->kind = V_BLOB;
+        v->s = sqlite3_column_blob(st, col);
+        v->n = (size_t)sqlite3_column_bytes(st, col);
+        if (!v->s) v->s = (const unsigned char *)"";
+        break;
+    default:
+        v->kind = V_OTHER;
+    }
+}
+
+/* encode_entry(row, secret), for the tests: bytes, or None where the walk would hand
+ * the row to the Python loop. */
 static PyObject *py_encode(PyObject *self, PyObject *args) {
     PyObject *row;
     Py_buffer secret;
     if (!PyArg_ParseTuple(args, "O!y*", &PyTuple_Type, &row, &secret)) return NULL;
+    PyObject *out = NULL;
+    buf_t b = {0}, m = {0};
+    val_t v[C_WIDTH];
+    memset(v, 0, sizeof v);
     if (PyTuple_GET_SIZE(row) < C_ID_KEY + 1) {
-        PyBuffer_Release(&secret);
         PyErr_SetString(PyExc_ValueError, "a row of at least 14 values (ENTRY_COLUMNS)");
-        return NULL;
+        goto done;
     }
+    for (Py_ssize_t k = 0; k <= C_ID_KEY; k++)
+        if (from_obj(PyTuple_GET_ITEM(row, k), &v[k]) < 0) goto done;
     hmac_t key;
     hmac_init(&key, secret.buf, (size_t)secret.len);
-    PyBuffer_Release(&secret);
-    buf_t b = {0}, m = {0};
-    int r = encode_row(row, &key, &b, &m);
-    PyObject *out = NULL;
+    int r = encode_row(v, &key, &b, &m);
     if (r == 0) out = PyBytes_FromStringAndSize(b.data, (Py_ssize_t)b.len);
     else if (r == 1) out = Py_NewRef(Py_None);
     else if (!PyErr_Occurred()) PyErr_NoMemory();
+done:
+    PyBuffer_Release(&secret);
     PyMem_Free(b.data);
     PyMem_Free(m.data);
     return out;
 }
 
-static int cmp_ll(const void *a, const void *b) {
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
-}
-
 /*
- * advance(rows, i, secret, prev, expected, stack, chunks, partial, sizes, chunk)
- *   -> (i, prev, expected)
- *
- * From rows[i] on, while each row is the sound next link: as walk.walk's loop. `stack`
- * (open subtree roots, list of bytes), `chunks` (list) and `partial` (dict: size ->
- * (chunks done, joined stack)) are updated in place; `sizes` is a set of ints.
- * Returns the index of the first row not taken (len(rows) when all were).
- */
-static PyObject *py_advance(PyObject *self, PyObject *args) {
-    PyObject *rows, *stack, *chunks, *partial, *sizes;
-    Py_ssize_t i;
-    Py_buffer secret, prev_in;
-    long long expected, chunk;
-    if (!PyArg_ParseTuple(args, "O!ny*y*LO!O!O!OL", &PyList_Type, &rows, &i, &secret, &prev_in,
-                          &expected, &PyList_Type, &stack, &PyList_Type, &chunks,
-                          &PyDict_Type, &partial, &sizes, &chunk))
-        return NULL;
-    PyObject *result = NULL;
-    buf_t b = {0}, m = {0};
-    long long *wanted = NULL;
-    Py_ssize_t nwanted = 0, w = 0;
-    unsigned char st[MAX_STACK][32];
-    Py_ssize_t depth = PyList_GET_SIZE(stack);
-    unsigned char prev[32];
-
-    if (!PyAnySet_Check(sizes)) {
-        PyErr_SetString(PyExc_TypeError, "sizes is a set of ints");
-        goto done;
-    }
-    if (prev_in.len != 32 || chunk <= 0 || (chunk & (chunk - 1)) || depth > MAX_STACK) {
-        PyErr_SetString(PyExc_ValueError, "prev of 32 bytes, chunk a power of 2, a short stack");
-        goto done;
-    }
-    memcpy(prev, prev_in.buf, 32);
-    for (Py_ssize_t k = 0; k < depth; k++) {
-        PyObject *h = PyList_GET_ITEM(stack, k);
-        if (!PyBytes_CheckExact(h) || PyBytes_GET_SIZE(h) != 32) {
-            PyErr_SetString(PyExc_ValueError, "stack entries are 32-byte hashes");
-            goto done;
-        }
-        memcpy(st[k], PyBytes_AS_STRING(h), 32);
-    }
-    /* The wanted sizes, sorted, from the first one at or past `expected`. */
-    nwanted = PySet_GET_SIZE(sizes);
-    wanted = PyMem_Malloc(sizeof(long long) * (size_t)(nwanted ? nwanted : 1));
-    if (!wanted) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    {
-        PyObject *it = PyObject_GetIter(sizes), *item;
-        Py_ssize_t k = 0;
-        if (!it) goto done;
-        while (k < nwanted && (item = PyIter_Next(it))) {
-            wanted[k++] = PyLong_AsLongLong(item);
-            Py_DECREF(item);
-        }
-        Py_DECREF(it);
-        if (PyErr_Occurred()) goto done;
-        nwanted = k;
-        qsort(wanted, (size_t)nwanted, sizeof(long long), cmp_ll);
-        while (w < nwanted && wanted[w] < expected) w++;
-    }
-    hmac_t key;
-    hmac_init(&key, secret.buf, (size_t)secret.len);
-
-    Py_ssize_t n = PyList_GET_SIZE(rows);
-    for (; i < n; i++) {
-        PyObject *row = PyList_GET_ITEM(rows, i);
-        if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) < C_WIDTH) break;
-        PyObject *seq_o = PyTuple_GET_ITEM(row, C_SEQ);
-        if (!PyLong_CheckExact(seq_o)) break;
-        int overflow = 0;
-        long long seq = PyLong_AsLongLongAndOverflow(seq_o, &overflow);
-        if (overflow || seq != expected) {
-            PyErr_Clear();
-            break;
-        }
-        PyObject *p = PyTuple_GET_ITEM(row, C_PREV), *h = PyTuple_GET_ITEM(row, C_HASH);
-        if (!PyBytes_CheckExact(p) || PyBytes_GET_SIZE(p) != 32 ||
-            memcmp(PyBytes_AS_STRING(p), prev, 32) != 0)
-            break;
-        if (!PyBytes_CheckExact(h) || PyBytes_GET_SIZE(h) != 32) break;
-        int r = encode_row(row, &key, &b, &m);
-        if (r < 0) {
-            if (!PyErr_Occurred()) PyErr_NoMemory();
-            goto done;
-        }
-        if (r) break;
-        unsigned char computed[32];
-        SHA256_CTX c;
-        SHA256_Init(&c);
-        SHA256_Update(&c, prev, 32);
-        SHA256_Update(&c, b.data, b.len);
-        SHA256_Final(computed, &c);
-        if (memcmp(computed, PyBytes_AS_STRING(h), 32) != 0) break;
-        /* The Merkle leaf, folded into the open subtrees of its chunk. */
-        unsigned char node[65];
-        node[0] = 0;
-        memcpy(node + 1, computed, 32);
-        unsigned char leaf[32];
-        sha256_of(node, 33, leaf);
-        long long pos = (seq - 1) & (chunk - 1);
-        while (pos & 1) {
-            unsigned char joined[65];
-            joined[0] = 1;
-            memcpy(joined + 1, st[--depth], 32);
-            memcpy(joined + 33, leaf, 32);
-            sha256_of(joined, 65, leaf);
-            pos >>= 1;
-        }
-        if ((seq & (chunk - 1)) == 0) {
-            PyObject *root = PyBytes_FromStringAndSize((const char *)leaf, 32);
-            if (!root || PyList_Append(chunks, root) < 0) {
-                Py_XDECREF(root);
-                goto done;
-            }
-            Py_DECREF(root);
-        } else {
-            if (depth >= MAX_STACK) {
-                PyErr_SetString(PyExc_ValueError, "Merkle stack overflow");
-                goto done;
-            }
-            memcpy(st[depth++], leaf, 32);
-        }
-        memcpy(prev, computed, 32);
-        expected = seq + 1;
-        while (w < nwanted && wanted[w] < seq) w++;
-        if (w < nwanted && wanted[w] == seq) {
-            PyObject *joined = PyBytes_FromStringAndSize(NULL, depth * 32);
-            if (!joined) goto done;
-            for (Py_ssize_t k = 0; k < depth; k++)
-                memcpy(PyBytes_AS_STRING(joined) + 32 * k, st[k], 32);
-            PyObject *entry = Py_BuildValue("(nN)", PyList_GET_SIZE(chunks), joined);
-            PyObject *at = PyLong_FromLongLong(seq);
-            int bad = !entry || !at || PyDict_SetItem(partial, at, entry) < 0;
-            Py_XDECREF(entry);
-            Py_XDECREF(at);
-            if (bad) goto done;
-        }
-    }
-    {
-        /* Write the open subtrees back, so the Python loop carries on from here. */
-        PyObject *fresh = PyList_New(depth);
-        if (!fresh) goto done;
-        for (Py_ssize_t k = 0; k < depth; k++) {
-            PyObject *hb = PyBytes_FromStringAndSize((const char *)st[k], 32);
-            if (!hb) {
-                Py_DECREF(fresh);
-                goto done;
-            }
-            PyList_SET_ITEM(fresh, k, hb);
-        }
-        int bad = PyList_SetSlice(stack, 0, PyList_GET_SIZE(stack), fresh) < 0;
-        Py_DECREF(fresh);
-        if (bad) goto done;
-    }
-    result = Py_BuildValue("(ny#L)", i, (const char *)prev, (Py_ssize_t)32, expected);
-done:
-    PyBuffer_Release(&secret);
-    PyBuffer_Release(&prev_in);
-    PyMem_Free(b.data);
-    PyMem_Free(m.data);
-    PyMem_Free(wanted);
-    return result;
-}
-
-
-/*
- * The value of `name` in a sealed plaintext, which sealing.seal writes as canonical
+ * The value of `name` in a sealed plaintext, which the ledger writes as canonical
  * JSON: one object of string values. Only plaintexts without a backslash are read
  * (no escapes, so every quote delimits); anything else gives -1 (the Python check
  * reads it). 0: absent; 1: found (*value, *n set).
  */
-static int json_field(const unsigned char *s, size_t n, const char *name, const unsigned char **value,
-                      size_t *vn) {
-    size_t want = strlen(name), i = 0;
+static int json_field(const unsigned char *s, size_t n, const char *name,
+                      const unsigned char **value, size_t *vn) {
+    size_t want = strlen(name), i;
     int found = 0;
-    if (memchr(s, '\\', n) || n < 2 || s[0] != '{' || s[n - 1] != '}') return -1;
-    i = 1;
+    if (n < 2 || memchr(s, '\\', n) || s[0] != '{' || s[n - 1] != '}') return -1;
     if (n == 2) return 0;
+    i = 1;
     for (;;) {
-        /* "key":"value" */
         if (i >= n || s[i] != '"') return -1;
         const unsigned char *k = s + ++i;
         const unsigned char *q = memchr(k, '"', n - i);
@@ -442,7 +356,7 @@ static int json_field(const unsigned char *s, size_t n, const char *name, const 
         size_t len = (size_t)(q - v);
         i += len + 1;
         if (kn == want && memcmp(k, name, want) == 0) {
-            if (found) return -1;  /* a repeated key */
+            if (found) return -1; /* a repeated key */
             found = 1;
             *value = v;
             *vn = len;
@@ -455,118 +369,300 @@ static int json_field(const unsigned char *s, size_t n, const char *name, const 
 }
 
 /* The clear copy agrees with the sealed value (both absent, or the same text). */
-static int agrees(PyObject *clear, int found, const unsigned char *v, size_t vn) {
-    if (clear == Py_None) return !found;
-    if (!found || !PyUnicode_CheckExact(clear)) return 0;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(clear, &n);
-    if (!s) {
-        PyErr_Clear();
-        return 0;
-    }
-    return (size_t)n == vn && memcmp(s, v, vn) == 0;
+static int agrees(const val_t *clear, int found, const unsigned char *v, size_t vn) {
+    if (clear->kind == V_NULL) return !found;
+    if (!found || clear->kind != V_TEXT || !utf8_ok(clear->s, clear->n)) return 0;
+    return clear->n == vn && memcmp(clear->s, v, vn) == 0;
 }
 
-/* 1: the row's personal fields are sound; 0: the Python check must look; -1: error. */
-static int personal_sound(PyObject *row, PyObject *keys, PyObject *erased, EVP_CIPHER_CTX *ctx,
-                          unsigned char **plain, size_t *cap) {
-    PyObject *sealed = PyTuple_GET_ITEM(row, C_SEALED);
-    PyObject *region = PyTuple_GET_ITEM(row, C_REGION), *born = PyTuple_GET_ITEM(row, C_BORN);
-    PyObject *key = PyDict_GetItemWithError(keys, PyTuple_GET_ITEM(row, C_SUBJECT));
-    if (!key) return PyErr_Occurred() ? -1 : 0;
-    if (key == erased) return region == Py_None && born == Py_None;
+typedef struct {
+    EVP_CIPHER_CTX *ctx;
+    unsigned char *plain;
+    size_t cap;
+} opener_t;
+
+/* 1: the row's personal fields are sound (walk._check_personal would say nothing);
+ * 0: let the Python check look. `key` is the member's entry in `keys`. */
+static int personal_sound(const val_t *v, PyObject *key, PyObject *erased, opener_t *o) {
+    const val_t *sealed = &v[C_SEALED], *region = &v[C_REGION], *born = &v[C_BORN];
+    if (key == erased) return region->kind == V_NULL && born->kind == V_NULL;
     if (!PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != 32) return 0;
-    if (sealed == Py_None) return region == Py_None && born == Py_None;
-    PyObject *digest = PyTuple_GET_ITEM(row, C_DIGEST);
-    if (!PyBytes_CheckExact(sealed) || !PyUnicode_CheckExact(digest)) return 0;
-    Py_ssize_t dn;
-    const char *d = PyUnicode_AsUTF8AndSize(digest, &dn);
-    if (!d) {
-        PyErr_Clear();
+    if (sealed->kind == V_NULL) return region->kind == V_NULL && born->kind == V_NULL;
+    const val_t *digest = &v[C_DIGEST];
+    if (sealed->kind != V_BLOB || digest->kind != V_TEXT || !utf8_ok(digest->s, digest->n))
         return 0;
+    if (sealed->n < 12 + 16 || sealed->n > (1u << 30)) return 0;
+    size_t cn = sealed->n - 12 - 16;
+    if (cn + 16 > o->cap) {
+        unsigned char *grown = PyMem_Realloc(o->plain, cn + 16);
+        if (!grown) return 0;
+        o->plain = grown;
+        o->cap = cn + 16;
     }
-    const unsigned char *box = (const unsigned char *)PyBytes_AS_STRING(sealed);
-    Py_ssize_t bn = PyBytes_GET_SIZE(sealed);
-    if (bn < 12 + 16) return 0;
-    size_t cn = (size_t)bn - 12 - 16;
-    if (cn + 16 > *cap) {
-        unsigned char *grown = PyMem_Realloc(*plain, cn + 16);
-        if (!grown) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        *plain = grown;
-        *cap = cn + 16;
-    }
+    const unsigned char *box = sealed->s;
     int len = 0, tail = 0;
-    const unsigned char *k = (const unsigned char *)PyBytes_AS_STRING(key);
-    if (EVP_DecryptInit_ex(ctx, NULL, NULL, k, box) != 1 ||
-        EVP_DecryptUpdate(ctx, NULL, &len, (const unsigned char *)d, (int)dn) != 1 ||
-        EVP_DecryptUpdate(ctx, *plain, &len, box + 12, (int)cn) != 1 ||
-        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, (void *)(box + 12 + cn)) != 1 ||
-        EVP_DecryptFinal_ex(ctx, *plain + len, &tail) != 1)
+    if (EVP_DecryptInit_ex(o->ctx, NULL, NULL, (const unsigned char *)PyBytes_AS_STRING(key), box) != 1 ||
+        EVP_DecryptUpdate(o->ctx, NULL, &len, digest->s, (int)digest->n) != 1 ||
+        EVP_DecryptUpdate(o->ctx, o->plain, &len, box + 12, (int)cn) != 1 ||
+        EVP_CIPHER_CTX_ctrl(o->ctx, EVP_CTRL_GCM_SET_TAG, 16, (void *)(box + 12 + cn)) != 1 ||
+        EVP_DecryptFinal_ex(o->ctx, o->plain + len, &tail) != 1)
         return 0;
-    size_t pn = (size_t)(len + tail);
-    const unsigned char *v = NULL;
+    size_t pn = (size_t)len + (size_t)tail;
+    const unsigned char *value = NULL;
     size_t vn = 0;
-    int found = json_field(*plain, pn, "region", &v, &vn);
-    if (found < 0 || !agrees(region, found, v, vn)) return 0;
-    found = json_field(*plain, pn, "birth_date", &v, &vn);
-    if (found < 0 || !agrees(born, found, v, vn)) return 0;
+    int found = json_field(o->plain, pn, "region", &value, &vn);
+    if (found < 0 || !agrees(region, found, value, vn)) return 0;
+    found = json_field(o->plain, pn, "birth_date", &value, &vn);
+    if (found < 0 || !agrees(born, found, value, vn)) return 0;
     return 1;
 }
 
 /*
- * unsound_personal(rows, keys, erased) -> list of the indices of rows whose personal
- * fields the Python check (walk._check_personal) must look at: every row with a
- * sealed value or a clear copy, except those whose sealed fields open with the
- * member's key and agree with the clear copies (or, for an erased member, that keep
- * no clear copy). Rows of members without a key row are left out, as there.
+ * walk_file(path, sql, start, end, secret, keys, erased_marker, erased, prev, sizes, chunk)
+ *   -> (taken, first_seq, first_prev, prev, expected, stack, chunks, partial, stopped)
+ *
+ * Steps `sql` (walk._WALKED columns, ?1 = start, ?2 = end, in seq order) over its own
+ * read-only connection to the SQLite file `path`, doing for each row what walk.walk's
+ * loop and its checks of personal fields do, while everything is sound. `prev` is
+ * the hash before `start` (None for a later range: its first row's prev_hash is
+ * taken, as there). `keys` maps pseudonyms to keys (or `erased_marker`); members
+ * whose erasure event is seen go into the set `erased`. Stops at the first row that
+ * is not sound or that it cannot encode (`stopped`; `taken` rows came before it):
+ * the Python loop walks on from that row with the state returned.
  */
-static PyObject *py_unsound_personal(PyObject *self, PyObject *args) {
-    PyObject *rows, *keys, *erased;
-    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &rows, &PyDict_Type, &keys, &erased))
+static int cmp_ll(const void *a, const void *b) {
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+static PyObject *py_walk_file(PyObject *self, PyObject *args) {
+    const char *path, *sql;
+    long long start, end, chunk;
+    Py_buffer secret;
+    PyObject *keys, *erased_marker, *erased, *prev_in, *sizes;
+    if (!PyArg_ParseTuple(args, "ssLLy*O!OO!OOL", &path, &sql, &start, &end, &secret,
+                          &PyDict_Type, &keys, &erased_marker, &PySet_Type, &erased, &prev_in,
+                          &sizes, &chunk))
         return NULL;
-    PyObject *out = PyList_New(0);
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    unsigned char *plain = NULL;
-    size_t cap = 0;
-    if (!out || !ctx || EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "OpenSSL: no AES-256-GCM");
-        goto fail;
+    PyObject *result = NULL, *chunks = NULL, *partial = NULL, *stack_list = NULL;
+    PyObject *first_prev = Py_NewRef(Py_None), *first_seq = Py_NewRef(Py_None);
+    PyObject *prev_out = NULL;
+    int stopped = 0;
+    buf_t b = {0}, m = {0};
+    long long *wanted = NULL;
+    Py_ssize_t nwanted = 0, w = 0, depth = 0;
+    unsigned char st[MAX_STACK][32], prev[32];
+    int have_prev = 0;
+    long long expected = start, taken = 0;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    opener_t opener = {NULL, NULL, 0};
+
+    if (chunk <= 0 || (chunk & (chunk - 1)) || !PyAnySet_Check(sizes)) {
+        PyErr_SetString(PyExc_ValueError, "chunk is a power of 2, sizes a set of ints");
+        goto done;
     }
-    Py_ssize_t n = PyList_GET_SIZE(rows);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *row = PyList_GET_ITEM(rows, i);
-        int verdict = 0;
-        if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) >= C_WIDTH) {
-            if (PyTuple_GET_ITEM(row, C_SEALED) == Py_None &&
-                PyTuple_GET_ITEM(row, C_REGION) == Py_None &&
-                PyTuple_GET_ITEM(row, C_BORN) == Py_None)
-                continue;
-            int known = PyDict_Contains(keys, PyTuple_GET_ITEM(row, C_SUBJECT));
-            if (known < 0) goto fail;
-            if (!known) continue;
-            verdict = personal_sound(row, keys, erased, ctx, &plain, &cap);
-            if (verdict < 0) goto fail;
+    if (prev_in != Py_None) {
+        if (!PyBytes_CheckExact(prev_in) || PyBytes_GET_SIZE(prev_in) != 32) {
+            PyErr_SetString(PyExc_ValueError, "prev is None or a 32-byte hash");
+            goto done;
         }
-        if (!verdict) {
-            PyObject *at = PyLong_FromSsize_t(i);
-            if (!at || PyList_Append(out, at) < 0) {
-                Py_XDECREF(at);
-                goto fail;
+        memcpy(prev, PyBytes_AS_STRING(prev_in), 32);
+        have_prev = 1;
+    }
+    nwanted = PySet_GET_SIZE(sizes);
+    wanted = PyMem_Malloc(sizeof(long long) * (size_t)(nwanted ? nwanted : 1));
+    chunks = PyList_New(0);
+    partial = PyDict_New();
+    opener.ctx = EVP_CIPHER_CTX_new();
+    if (!wanted || !chunks || !partial || !opener.ctx) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+    if (EVP_DecryptInit_ex(opener.ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL has no AES-256-GCM");
+        goto done;
+    }
+    {
+        PyObject *it = PyObject_GetIter(sizes), *item;
+        Py_ssize_t k = 0;
+        if (!it) goto done;
+        while (k < nwanted && (item = PyIter_Next(it))) {
+            wanted[k++] = PyLong_AsLongLong(item);
+            Py_DECREF(item);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) goto done;
+        nwanted = k;
+        qsort(wanted, (size_t)nwanted, sizeof(long long), cmp_ll);
+    }
+    hmac_t key;
+    hmac_init(&key, secret.buf, (size_t)secret.len);
+
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 30000);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
+    Py_END_ALLOW_THREADS
+    if (rc != SQLITE_OK) {
+        PyErr_Format(PyExc_OSError, "SQLite: %s", db ? sqlite3_errmsg(db) : "cannot open");
+        goto done;
+    }
+    if (sqlite3_column_count(stmt) < C_WIDTH) {
+        PyErr_SetString(PyExc_ValueError, "the query returns walk._WALKED columns");
+        goto done;
+    }
+    sqlite3_bind_int64(stmt, 1, start);
+    sqlite3_bind_int64(stmt, 2, end);
+
+    val_t v[C_WIDTH];
+    for (;;) {
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_DONE) break;
+        if (rc != SQLITE_ROW) {
+            PyErr_Format(PyExc_OSError, "SQLite: %s", sqlite3_errmsg(db));
+            goto done;
+        }
+        for (int k = 0; k < C_WIDTH; k++) from_column(stmt, k, &v[k]);
+        /* Anything but a sound, encodable next link: the Python loop takes it. */
+        int sound = 0;
+        const val_t *pv = &v[C_PREV], *hv = &v[C_HASH], *sv = &v[C_SEQ];
+        if (sv->kind != V_INT || pv->kind != V_BLOB || pv->n != 32 || hv->kind != V_BLOB ||
+            hv->n != 32 || v[C_SUBJECT].kind != V_INT)
+            goto stopped;
+        if (!have_prev) { /* the first row of a later range: its link is checked by main */
+            if (sv->i != start) goto stopped;
+        } else if (sv->i != expected || memcmp(pv->s, prev, 32) != 0) {
+            goto stopped;
+        }
+        {
+            const unsigned char *link = have_prev ? prev : pv->s;
+            int r = encode_row(v, &key, &b, &m);
+            if (r < 0) goto done;
+            if (r) goto stopped;
+            unsigned char computed[32];
+            SHA256_CTX c;
+            SHA256_Init(&c);
+            SHA256_Update(&c, link, 32);
+            SHA256_Update(&c, b.data, b.len);
+            SHA256_Final(computed, &c);
+            if (memcmp(computed, hv->s, 32) != 0) goto stopped;
+            /* The member's key row, erasure and personal fields. */
+            PyObject *subject = PyLong_FromLongLong(v[C_SUBJECT].i);
+            if (!subject) goto done;
+            PyObject *member = PyDict_GetItemWithError(keys, subject);
+            if (!member) {
+                Py_DECREF(subject);
+                if (PyErr_Occurred()) goto done;
+                goto stopped;
             }
-            Py_DECREF(at);
+            if (v[C_SEALED].kind != V_NULL || v[C_REGION].kind != V_NULL ||
+                v[C_BORN].kind != V_NULL) {
+                if (!personal_sound(v, member, erased_marker, &opener)) {
+                    Py_DECREF(subject);
+                    goto stopped;
+                }
+            }
+            const val_t *type = &v[C_TYPE];
+            if (type->kind == V_TEXT && type->n == 7 && memcmp(type->s, "erasure", 7) == 0 &&
+                PySet_Add(erased, subject) < 0) {
+                Py_DECREF(subject);
+                goto done;
+            }
+            Py_DECREF(subject);
+            sound = 1;
+            if (!have_prev) {
+                Py_SETREF(first_seq, PyLong_FromLongLong(sv->i));
+                Py_SETREF(first_prev, PyBytes_FromStringAndSize((const char *)pv->s, 32));
+                if (!first_seq || !first_prev) goto done;
+                have_prev = 1;
+            } else if (first_seq == Py_None) {
+                Py_SETREF(first_seq, PyLong_FromLongLong(sv->i));
+                if (!first_seq) goto done;
+            }
+            long long seq = sv->i;
+            /* The Merkle leaf, folded into the open subtrees of its chunk. */
+            unsigned char node[65], leaf[32];
+            node[0] = 0;
+            memcpy(node + 1, computed, 32);
+            sha256_of(node, 33, leaf);
+            long long pos = (seq - 1) & (chunk - 1);
+            while (pos & 1) {
+                if (depth == 0) {
+                    PyErr_SetString(PyExc_ValueError, "Merkle stack underflow");
+                    goto done;
+                }
+                node[0] = 1;
+                memcpy(node + 1, st[--depth], 32);
+                memcpy(node + 33, leaf, 32);
+                sha256_of(node, 65, leaf);
+                pos >>= 1;
+            }
+            if ((seq & (chunk - 1)) == 0) {
+                PyObject *root = PyBytes_FromStringAndSize((const char *)leaf, 32);
+                if (!root || PyList_Append(chunks, root) < 0) {
+                    Py_XDECREF(root);
+                    goto done;
+                }
+                Py_DECREF(root);
+            } else {
+                if (depth >= MAX_STACK) {
+                    PyErr_SetString(PyExc_ValueError, "Merkle stack overflow");
+                    goto done;
+                }
+                memcpy(st[depth++], leaf, 32);
+            }
+            memcpy(prev, computed, 32);
+            expected = seq + 1;
+            taken++;
+            while (w < nwanted && wanted[w] < seq) w++;
+            if (w < nwanted && wanted[w] == seq) {
+                PyObject *joined = PyBytes_FromStringAndSize(NULL, depth * 32);
+                if (!joined) goto done;
+                for (Py_ssize_t k = 0; k < depth; k++)
+                    memcpy(PyBytes_AS_STRING(joined) + 32 * k, st[k], 32);
+                PyObject *entry = Py_BuildValue("(nN)", PyList_GET_SIZE(chunks), joined);
+                PyObject *at = PyLong_FromLongLong(seq);
+                int bad = !entry || !at || PyDict_SetItem(partial, at, entry) < 0;
+                Py_XDECREF(entry);
+                Py_XDECREF(at);
+                if (bad) goto done;
+            }
+        }
+    stopped:
+        if (!sound) {
+            stopped = 1;
+            break;
         }
     }
-    EVP_CIPHER_CTX_free(ctx);
-    PyMem_Free(plain);
-    return out;
-fail:
-    Py_XDECREF(out);
-    if (ctx) EVP_CIPHER_CTX_free(ctx);
-    PyMem_Free(plain);
-    return NULL;
+    stack_list = PyList_New(depth);
+    if (!stack_list) goto done;
+    for (Py_ssize_t k = 0; k < depth; k++) {
+        PyObject *hb = PyBytes_FromStringAndSize((const char *)st[k], 32);
+        if (!hb) goto done;
+        PyList_SET_ITEM(stack_list, k, hb);
+    }
+    prev_out = have_prev ? PyBytes_FromStringAndSize((const char *)prev, 32) : Py_NewRef(Py_None);
+    if (!prev_out) goto done;
+    result = Py_BuildValue("(LOOOLOOOO)", taken, first_seq, first_prev, prev_out, expected,
+                           stack_list, chunks, partial, stopped ? Py_True : Py_False);
+done:
+    if (stmt) sqlite3_finalize(stmt);
+    if (db) sqlite3_close(db);
+    if (opener.ctx) EVP_CIPHER_CTX_free(opener.ctx);
+    PyMem_Free(opener.plain);
+    PyBuffer_Release(&secret);
+    PyMem_Free(b.data);
+    PyMem_Free(m.data);
+    PyMem_Free(wanted);
+    Py_XDECREF(chunks);
+    Py_XDECREF(partial);
+    Py_XDECREF(stack_list);
+    Py_XDECREF(first_prev);
+    Py_XDECREF(first_seq);
+    Py_XDECREF(prev_out);
+    return result;
 }
 
 /* keyed_many(secret, messages) -> list of HMAC-SHA256 digests (sealing.KeyedHash). */
@@ -600,10 +696,8 @@ static PyObject *py_keyed_many(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"advance", py_advance, METH_VARARGS, "Walk the sound rows of a batch (see walk.walk)."},
+    {"walk_file", py_walk_file, METH_VARARGS, "Walk the sound rows of a SQLite range."},
     {"encode", py_encode, METH_VARARGS, "chain.encode_entry of one row, or None."},
-    {"unsound_personal", py_unsound_personal, METH_VARARGS,
-     "Rows whose personal fields need the Python check (see walk._check_personal)."},
     {"keyed_many", py_keyed_many, METH_VARARGS, "HMAC-SHA256 of each message under one key."},
     {NULL, NULL, 0, NULL},
 };

@@ -29,12 +29,12 @@ from consentgate.ledger.tlog import read_log, stored_checkpoints
 from consentgate.ledger.walk import (
     CHUNK,
     ERASED,
-    bounds,
     combine,
+    lenient_cursor,
     load_keys,
     pool,
-    range_sql,
     ranges,
+    sqlite_file,
     walk,
     walk_range,
     workers_for,
@@ -94,14 +94,11 @@ def verify_ledger(
                         "is missing from the database (deleted)",
                     )
                 )
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        cur = driver.cursor()
-        try:
+        with lenient_cursor(conn.connection.driver_connection) as cur:
             head = conn.exec_driver_sql("SELECT size, hash, frontier FROM ledger_head").all()
-            last_seq = conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0
-            count = workers if workers is not None else workers_for(engine, int(last_seq))
-            spans = ranges(int(last_seq), count, chunk)
+            last_seq = int(conn.exec_driver_sql("SELECT max(seq) FROM events").scalar() or 0)
+            count = workers if workers is not None else workers_for(engine, last_seq)
+            spans = ranges(last_seq, count, chunk)
             with pool(len(spans)) as workers_pool:
                 url = engine.url.render_as_string(hide_password=False)
                 jobs = [
@@ -110,14 +107,14 @@ def verify_ledger(
                 ]
                 keys = load_keys(cur, secret, report)
                 start, end = spans[0]
-                cur.execute(range_sql(conn.dialect.name, start, end), bounds(start, end))
-                segments = [walk(cur, start, set(wanted), keys, secret, chunk)]
+                segments = [
+                    walk(cur, conn.dialect.name, start, end, set(wanted), keys, secret, chunk,
+                         sqlite_file(engine))
+                ]  # fmt: skip
                 segments += [job.result() for job in jobs]
             tree, last, erased, rowless = combine(segments, wanted, report)
             _head(head, tree, last, report)
             _erased(erased, rowless, keys, report)
-        finally:
-            cur.close()
     broke = any(p.seq is not None for p in report.problems)
     for size, claims in sorted(wanted.items()):
         for label, _ in claims:

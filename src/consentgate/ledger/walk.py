@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import sqlite3
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -28,9 +30,10 @@ from consentgate.ledger.importer import main_hidden
 from consentgate.ledger.report import Problem, VerifyReport
 from consentgate.ledger.sealing import SealError, pseudonym, unseal
 
-try:  # the compiled hot loop (setup.py); without it the Python loop does the same
+_native: ModuleType | None
+try:  # the compiled walk (setup.py); without it the Python loop does all the work
     from consentgate.ledger import _chainwalk as _native
-except ImportError:  # pragma: no cover - built wherever a C compiler and OpenSSL are
+except ImportError:  # pragma: no cover - built wherever a C compiler and the headers are
     _native = None
 
 _BATCH = 20_000
@@ -82,11 +85,23 @@ class Segment:
 
 
 def walk(
-    cur: Any, start: int, sizes: set[int], keys: dict[int, Any], secret: bytes, chunk: int
+    cur: Any,
+    dialect: str,
+    start: int,
+    end: int,
+    sizes: set[int],
+    keys: dict[int, Any],
+    secret: bytes,
+    chunk: int,
+    path: str | None = None,
 ) -> Segment:
-    """One pass over the events from `start` (the rows `cur` holds, in order): the
-    chain (stops at its first break), the Merkle subtrees of its CHUNK-aligned part,
-    the open subtrees at each of `sizes`, and the sealed personal fields."""
+    """One pass over the events from `start` to `end`, in order: the chain (stops at
+    its first break), the Merkle subtrees of its CHUNK-aligned part, the open subtrees
+    at each of `sizes`, and the sealed personal fields.
+
+    With the compiled walk and the SQLite file at `path`, `_chainwalk.walk_file` takes
+    the rows for as long as every one is sound; from the first other row on (if any),
+    the Python loop below reads them through `cur` and names what is wrong."""
     report = VerifyReport()
     prev: bytes | None = GENESIS if start == 1 else None
     first_prev: bytes | None = None
@@ -96,31 +111,43 @@ def walk(
     rowless: dict[int, int] = {}
     chunks: list[bytes] = []
     partial: dict[int, tuple[int, bytes]] = {}
+    stack: list[bytes] = []
+    taken = 0
+    if _native is not None and path is not None:
+        lower = " AND seq >= ?1" if start > 1 else ""
+        sql = f"SELECT {', '.join(_WALKED)} FROM events WHERE seq <= ?2{lower} ORDER BY seq"
+        taken, first_seq, first_prev, prev, expected, stack, chunks, partial, stopped = (
+            _native.walk_file(
+                path, sql, start, end, secret, keys, ERASED, erased, prev, sizes, chunk
+            )
+        )
+        if not stopped:
+            return _segment(start, first_seq, first_prev, expected, prev, None, report,
+                            chunks, stack, partial, erased, rowless)  # fmt: skip
+    sql, params = range_sql(dialect, start, end), bounds(start, end)
+    if taken:  # the compiled walk took the rows before this one
+        sql += " LIMIT -1 OFFSET " + _mark(dialect, "taken")
+        params["taken"] = taken
+    cur.execute(sql, params)
     sha256 = hashlib.sha256
     encode = encode_entry
-    stack: list[bytes] = []
     broke: Problem | None = None
     ciphers: dict[bytes, Any] = {}
-    advance = _native.advance if _native is not None else None
     while rows := cur.fetchmany(_BATCH):
-        _bookkeep(rows, keys, erased, rowless, report, ciphers)
-        i, n = 0, len(rows)
-        while broke is None and i < n:
-            if advance is not None and prev is not None:
-                # The compiled loop takes every sound row it can encode, and stops
-                # at the first other one, which the Python code below takes.
-                i, prev, expected = advance(
-                    rows, i, secret, prev, expected, stack, chunks, partial, sizes, chunk
-                )
-                if i == n:
-                    break
-            row = rows[i]
-            i += 1
+        for row in rows:
+            if row[_TYPE] == "erasure":
+                erased.add(row[_SUBJECT])
+            if row[_SUBJECT] not in keys and row[_SUBJECT] not in rowless:
+                rowless[row[_SUBJECT]] = row[_SEQ]
+            if row[_SEALED] is not None or row[_REGION] is not None or row[_BORN] is not None:
+                _check_personal(row, keys, report, ciphers)
+            if broke is not None:
+                continue
             seq = row[_SEQ]
             if first_seq is None:
                 first_seq = seq
             if prev is None:  # the first event of a later range: main checks the link
-                first_prev = prev = bytes(row[_PREV])
+                first_prev = prev = _blob(row[_PREV])
             problem = None
             if seq != expected:
                 problem = (
@@ -132,21 +159,25 @@ def walk(
                 problem = Problem(
                     seq,
                     f"prev_hash is not the hash of seq {seq - 1} (one of the two events was "
-                    f"altered): {bytes(row[_PREV]).hex()[:16]}... != {prev.hex()[:16]}...",
+                    f"altered): {_short(row[_PREV])} != {_short(prev)}",
                 )
             else:
                 stored = row[_HASH]
-                computed = sha256(prev + encode(row, secret)).digest()
+                try:
+                    computed = sha256(prev + encode(row, secret)).digest()
+                except (TypeError, ValueError, AttributeError) as err:
+                    broke = Problem(seq, f"a stored value of the wrong type ({str(err)[:80]})")
+                    continue
                 if computed != stored:
                     problem = Problem(
                         seq,
                         "the stored content does not hash to the stored hash (an edited "
-                        f"field or hash): stored {bytes(stored).hex()[:16]}..., content "
-                        f"hashes to {computed.hex()[:16]}...",
+                        f"field or hash): stored {_short(stored)}, content "
+                        f"hashes to {_short(computed)}",
                     )
             if problem is not None:
                 broke = problem
-                break
+                continue
             # RootBuilder.append within the chunk, inlined.
             leaf = sha256(b"\x00" + computed).digest()
             pos = (seq - 1) % chunk
@@ -161,6 +192,37 @@ def walk(
             expected = seq + 1
             if seq in sizes:
                 partial[seq] = (len(chunks), b"".join(stack))
+    return _segment(start, first_seq, first_prev, expected, prev, broke, report, chunks,
+                    stack, partial, erased, rowless)  # fmt: skip
+
+
+def _blob(value: Any) -> bytes:
+    """A stored hash as bytes (a value of another type, put there behind the ledger's
+    back, becomes bytes that match no hash)."""
+    return value if isinstance(value, bytes) else b"not a hash: " + repr(value).encode()
+
+
+def _short(value: Any) -> str:
+    """The start of a stored hash, for a report."""
+    if isinstance(value, bytes):
+        return value.hex()[:16] + "..."
+    return f"{value!r:.24} (not a hash)"
+
+
+def _segment(
+    start: int,
+    first_seq: int | None,
+    first_prev: bytes | None,
+    expected: int,
+    prev: bytes | None,
+    broke: Problem | None,
+    report: VerifyReport,
+    chunks: list[bytes],
+    stack: list[bytes],
+    partial: dict[int, tuple[int, bytes]],
+    erased: set[int],
+    rowless: dict[int, int],
+) -> Segment:
     partial[expected - 1] = (len(chunks), b"".join(stack))
     return Segment(
         start=start,
@@ -175,30 +237,6 @@ def walk(
         erased=erased,
         rowless=rowless,
     )
-
-
-def _bookkeep(
-    rows: list[Any],
-    keys: dict[int, Any],
-    erased: set[int],
-    rowless: dict[int, int],
-    report: VerifyReport,
-    ciphers: dict[bytes, Any],
-) -> None:
-    """What `walk` checks of every row, sound chain or not: erasures, members without a
-    key row (at their first event), and the personal fields."""
-    erased.update(row[_SUBJECT] for row in rows if row[_TYPE] == "erasure")
-    if not keys.keys() >= {row[_SUBJECT] for row in rows}:
-        for row in rows:
-            if row[_SUBJECT] not in keys and row[_SUBJECT] not in rowless:
-                rowless[row[_SUBJECT]] = row[_SEQ]
-    if _native is not None:  # the compiled check passes the sound rows; these it did not
-        for i in _native.unsound_personal(rows, keys, ERASED):
-            _check_personal(rows[i], keys, report, ciphers)
-        return
-    for row in rows:
-        if row[_SEALED] is not None or row[_REGION] is not None or row[_BORN] is not None:
-            _check_personal(row, keys, report, ciphers)
 
 
 def combine(
@@ -283,25 +321,50 @@ def _tree_at(segments: list[Segment], good: int) -> merkle.RootBuilder:
 
 
 def walk_range(
-    url: str, secret: bytes, start: int, end: int | None, sizes: set[int], chunk: int
+    url: str, secret: bytes, start: int, end: int, sizes: set[int], chunk: int
 ) -> Segment:
-    """`_walk` in a worker process, over its own connection."""
+    """`walk` in a worker process, over its own connection."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            driver = conn.connection.driver_connection
-            assert driver is not None
-            cur = driver.cursor()
-            try:
+            with lenient_cursor(conn.connection.driver_connection) as cur:
                 keys = load_keys(cur, secret, VerifyReport(), check=False)  # main checks
-                cur.execute(range_sql(conn.dialect.name, start, end), bounds(start, end))
-                return walk(cur, start, sizes, keys, secret, chunk)
-            finally:
-                cur.close()
+                path = sqlite_file(engine)
+                return walk(cur, conn.dialect.name, start, end, sizes, keys, secret, chunk, path)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def lenient_cursor(driver: Any) -> Iterator[Any]:
+    """A cursor of the driver connection. On SQLite, text that is not UTF-8 (written
+    behind the ledger's back) is read with surrogate escapes instead of failing the
+    fetch, so that the walk reports the event holding it."""
+    sqlite = isinstance(driver, sqlite3.Connection)
+    saved = driver.text_factory if sqlite else None
+    if sqlite:
+        driver.text_factory = _lenient_text
+    cur = driver.cursor()
+    try:
+        yield cur
+    finally:
+        cur.close()
+        if sqlite:
+            driver.text_factory = saved
+
+
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def sqlite_file(engine: Engine) -> str | None:
+    """The file of a SQLite ledger, for the compiled walk (None: another database)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return database
 
 
 def range_sql(dialect: str, start: int, end: int | None) -> str:
@@ -333,18 +396,18 @@ def workers_for(engine: Engine, events: int) -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def ranges(events: int, workers: int, chunk: int) -> list[tuple[int, int | None]]:
+def ranges(events: int, workers: int, chunk: int) -> list[tuple[int, int]]:
     """Contiguous, CHUNK-aligned position ranges, one per worker; the first one is
     walked by this process. `events` is the largest position in this process's
-    snapshot: workers read their own, later snapshots, so the last range ends there,
-    and events a writer appends meanwhile are not mistaken for events beyond the head.
-    (Events stored beyond the head before the snapshot are within it: the head check
-    reports them.) A single range reads this process's snapshot and needs no end."""
+    snapshot: workers (and the compiled walk) read their own, later snapshots, so the
+    last range ends there, and events a writer appends meanwhile are not mistaken for
+    events beyond the head. (Events stored beyond the head before the snapshot are
+    within it: the head check reports them.)"""
     chunks = -(-events // chunk)
     per = max(1, -(-chunks // workers))
     starts = [1 + i * per * chunk for i in range(workers) if i * per < chunks] or [1]
-    last: int | None = events if len(starts) > 1 else None
-    return [(a, (starts[i + 1] - 1) if i + 1 < len(starts) else last) for i, a in enumerate(starts)]
+    ends = [start - 1 for start in starts[1:]] + [events]
+    return list(zip(starts, ends, strict=True))
 
 
 @contextmanager
@@ -382,12 +445,15 @@ def _check_personal(
         if cipher is None:
             if len(ciphers) >= _CIPHERS:
                 ciphers.clear()
-            with suppress(ValueError):  # a key of the wrong length: unseal reports it
+            with suppress(ValueError, TypeError):  # a key of the wrong kind: unseal says so
                 cipher = ciphers[key] = AESGCM(key)
         try:
-            opened = orjson.loads(
-                unseal(cipher or key, bytes(sealed), row[_DIGEST].encode())
+            opened = orjson.loads(unseal(cipher or key, bytes(sealed), row[_DIGEST].encode()))
+        except (TypeError, AttributeError) as err:
+            report.problems.append(
+                Problem(seq, f"a stored value of the wrong type ({str(err)[:80]})")
             )
+            return
         except SealError as err:
             report.problems.append(Problem(seq, str(err)))
             return
@@ -405,15 +471,15 @@ def load_keys(
     keys: dict[int, Any] = {}
     cur.execute("SELECT pseudonym, subject, key FROM subjects")
     while rows := cur.fetchmany(_BATCH):
-        for ps, subject, key in rows:
-            keys[ps] = ERASED if key is None else bytes(key)
+        for ps, _, key in rows:
+            keys[ps] = ERASED if key is None else bytes(key) if isinstance(key, bytes) else key
         if check:
             _check_subjects(rows, secret, report)
     return keys
 
 
 def _check_subjects(rows: list[Any], secret: bytes, report: VerifyReport) -> None:
-    named = [subject.encode() for _, subject, key in rows if subject is not None and key is not None]
+    named = [str(subject).encode() for _, subject, key in rows if None not in (subject, key)]
     if _native is not None:
         macs = iter(_native.keyed_many(secret, named))
         names = iter(int.from_bytes(mac[:8], "big", signed=True) for mac in macs)

@@ -1,0 +1,185 @@
+"""The compiled chain walk (`consentgate.ledger._chainwalk`) says what the Python walk says.
+
+It is an optional speed-up of `verify` on SQLite files: it takes rows for as long as
+every one is sound, and hands the first other one to the Python loop. So:
+
+- its entry encoding is `chain.encode_entry`'s, byte for byte, on any values it
+  accepts, and it refuses (hands over) exactly the values it cannot encode as orjson
+  does: text JSON escapes, other types, integers beyond 64 bits;
+- its HMAC is `sealing.KeyedHash`;
+- `verify` reports the same, problem for problem, with and without it, on a sound
+  ledger and after each tampering (tests/ledger/test_tamper.py runs its 1,036 on
+  SQLite through it as well).
+
+With CI=true the module must have been built (`.ci/run` installs the headers it needs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import string
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+import consentgate
+from consentgate.ledger import tlog, walk
+from consentgate.ledger.chain import encode_entry
+from consentgate.ledger.sealing import KeyedHash
+from consentgate.ledger.verify import VerifyReport, verify_ledger
+
+from ..conftest import OpenLedger
+from .test_verify_parallel import CHUNK, POSITIONS, TAMPERING, build
+
+if os.environ.get("CI") == "true":  # CI must build it and test it: fail loudly
+    native = importlib.import_module("consentgate.ledger._chainwalk")
+else:
+    native = pytest.importorskip(
+        "consentgate.ledger._chainwalk",
+        reason="the compiled walk was not built (no C compiler, or no OpenSSL/SQLite headers)",
+    )
+
+
+def test_verify_uses_the_compiled_walk_where_it_was_built() -> None:
+    assert walk._native is native
+
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+TEXT = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+    ["consent", "granted", "ai_training", "v2", "é", 'a"b', "back\\slash", "tab\there", "\x7f"]
+)
+VALUE_OR_OTHER = st.one_of(
+    st.none(), TEXT, INT64, st.integers(min_value=2**63, max_value=2**70), st.binary(max_size=5)
+)
+
+
+def _needs_python(value: object) -> bool:
+    return isinstance(value, str) and any(c in value for c in '"\\' + "".join(map(chr, range(32))))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    at_us=INT64,
+    choice=st.none() | TEXT,
+    digest=TEXT,
+    notice=st.none() | TEXT,
+    purpose=st.none() | TEXT,
+    recorded=INT64,
+    sealed=st.none() | st.binary(max_size=40),
+    seq=INT64,
+    signal=st.none() | TEXT,
+    source=st.none() | TEXT,
+    subject=INT64,
+    kind=TEXT,
+    event_id=TEXT,
+    id_key=INT64,
+    secret=st.binary(min_size=1, max_size=80),
+)
+def test_the_compiled_entry_is_encode_entry(
+    at_us: int,
+    choice: str | None,
+    digest: str,
+    notice: str | None,
+    purpose: str | None,
+    recorded: int,
+    sealed: bytes | None,
+    seq: int,
+    signal: str | None,
+    source: str | None,
+    subject: int,
+    kind: str,
+    event_id: str,
+    id_key: int,
+    secret: bytes,
+) -> None:
+    row = (at_us, choice, digest, notice, purpose, recorded, sealed, seq, signal, source,
+           subject, kind, event_id, id_key)  # fmt: skip
+    compiled = native.encode(row, secret)
+    if any(_needs_python(v) for v in row):
+        assert compiled is None  # handed to the Python loop
+    else:
+        assert compiled == encode_entry(row, secret)
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(min_value=0, max_value=13), value=VALUE_OR_OTHER)
+def test_values_it_cannot_encode_are_handed_over(position: int, value: object) -> None:
+    row: list[object] = [1, None, "d" * 64, None, None, 2, None, 3, None, None, 4, "consent",
+                         "e1", 5]  # fmt: skip
+    row[position] = value
+    compiled = native.encode(tuple(row), b"k")
+    if compiled is None:
+        return  # handed to the Python loop, which encodes or reports it
+    assert compiled == encode_entry(row, b"k")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    secret=st.binary(max_size=100),
+    messages=st.lists(st.binary(max_size=200) | st.text(string.printable).map(str.encode)),
+)
+def test_keyed_many_is_keyed_hash(secret: bytes, messages: list[bytes]) -> None:
+    assert native.keyed_many(secret, messages) == [KeyedHash(secret)(m) for m in messages]
+
+
+def _reports(
+    ledger: consentgate.Ledger, log: str, tmp_path: Path
+) -> tuple[VerifyReport, VerifyReport]:
+    verifier = tlog.load_verifier(tmp_path / "k.pub")
+    args = (ledger.engine, ledger.secret, ledger.origin)
+    compiled = verify_ledger(*args, verifier=verifier, external=[log], workers=1, chunk=CHUNK)
+    saved, walk._native = walk._native, None
+    try:
+        python = verify_ledger(*args, verifier=verifier, external=[log], workers=1, chunk=CHUNK)
+    finally:
+        walk._native = saved
+    return compiled, python
+
+
+TYPES = [
+    "UPDATE events SET at_us = 'x' || at_us WHERE seq = {s}",
+    "UPDATE events SET sealed = CAST(sealed AS TEXT) WHERE seq = {s} AND sealed IS NOT NULL",
+    "UPDATE events SET source = 'a\"b' WHERE seq = {s}",
+    "UPDATE events SET prev_hash = hex(prev_hash) WHERE seq = {s}",
+    "UPDATE events SET hash = substr(hash, 1, 31) WHERE seq = {s}",
+    "UPDATE events SET content_sha256 = CAST(content_sha256 AS BLOB) WHERE seq = {s}",
+    "UPDATE events SET region = 'DE', birth_date = '2001-01-01' WHERE seq = {s}",
+    "UPDATE subjects SET key = NULL WHERE key IS NOT NULL AND pseudonym = "
+    "(SELECT subject FROM events WHERE seq = {s})",
+    "DELETE FROM subjects WHERE pseudonym = (SELECT subject FROM events WHERE seq = {s})",
+]
+
+
+def test_verify_says_the_same_with_and_without_it(open_ledger: OpenLedger, tmp_path: Path) -> None:
+    ledger, log = build(open_ledger, f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)
+    compiled, python = _reports(ledger, log, tmp_path)
+    assert compiled.ok, compiled.problems
+    assert (compiled.events, compiled.checkpoints) == (python.events, python.checkpoints)
+    seen = 0
+    for sql in TAMPERING + TYPES:
+        for position in POSITIONS:
+            with ledger.engine.begin() as conn:
+                for table in ("events", "subjects"):
+                    conn.exec_driver_sql(f"CREATE TABLE saved_{table} AS SELECT * FROM {table}")
+                changed = conn.execute(text(sql.format(s=position))).rowcount
+            try:
+                if changed:
+                    compiled, python = _reports(ledger, log, tmp_path)
+            finally:
+                with ledger.engine.begin() as conn:
+                    for table in ("events", "subjects"):
+                        conn.exec_driver_sql(f"DELETE FROM {table}")
+                        conn.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM saved_{table}")
+                        conn.exec_driver_sql(f"DROP TABLE saved_{table}")
+            if not changed:
+                continue
+            seen += 1
+            where = (sql, position)
+            assert not python.ok, where
+            assert [str(p) for p in compiled.problems] == [str(p) for p in python.problems], where
+            assert compiled.events == python.events, where
+    assert seen >= 60
