@@ -34,6 +34,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import consentgate
 import ledger as ledger_bench
+from consentgate.ledger import walk
 from consentgate.ledger.database import WRITE
 from consentgate.ledger.importer import import_stream
 
@@ -83,13 +84,24 @@ def append(url: str, events: Path, *, hashing: bool) -> dict[str, Any]:
     return {"seconds": round(seconds, 3), "events": result.added, "rate": rate, "load": load}
 
 
-def verify(url: str) -> dict[str, Any]:
-    ledger = consentgate.open(url)
-    report = ledger.verify()
-    ledger.close()
+def verify(url: str, *, python: bool = False) -> dict[str, Any]:
+    """`Ledger.verify()`; with `python`, the Python walk alone (no compiled walk),
+    in this process and in the worker processes it starts."""
+    saved = walk._native
+    if python:
+        os.environ[walk.NO_NATIVE_ENV] = "1"
+        walk._native = None
+    try:
+        ledger = consentgate.open(url)
+        report = ledger.verify()
+        ledger.close()
+    finally:
+        os.environ.pop(walk.NO_NATIVE_ENV, None)
+        walk._native = saved
     rate = round(report.events / report.seconds)
+    label = "verify, Python walk" if python else "verify"
     print(
-        f"  verify: {report.events:,} events in {report.seconds:.1f} s ({rate:,}/s, "
+        f"  {label}: {report.events:,} events in {report.seconds:.1f} s ({rate:,}/s, "
         f"ok={report.ok}, load {ledger_bench.load()})"
     )
     if not report.ok:
@@ -126,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         plain = append(url, events, hashing=False)
         hashed = append(url, events, hashing=True)
         checked = verify(url)
-        results[db] = {"plain": plain, "hashed": hashed, "verify": checked}
+        baseline = verify(url, python=True)
+        results[db] = {"plain": plain, "hashed": hashed, "verify": checked, "python": baseline}
         ratio = hashed["seconds"] / plain["seconds"]
         verdict = "pass" if ratio <= APPEND_RATIO_TARGET else "FAIL"
         table += [
@@ -139,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         ]  # fmt: skip
         target = f">= {VERIFY_TARGET:,}/s" if db == "sqlite" else "-"
         ok = checked["ok"] and (db != "sqlite" or checked["rate"] >= VERIFY_TARGET)
-        table.append(
+        table += [
+            (f"{db} verify, Python walk only", f"{baseline['rate']:,} events/s", "baseline",
+             "-", f"{baseline['load']}"),
             (f"{db} verify", f"{checked['rate']:,} events/s", target, "pass" if ok else "FAIL",
-             f"{checked['load']}")
-        )  # fmt: skip
+             f"{checked['load']}"),
+            (f"{db} verify / Python walk (speed)",
+             f"{checked['rate'] / baseline['rate']:.2f}x", "-", "-", f"{checked['load']}"),
+        ]  # fmt: skip
     facts = ledger_bench.machine(pg, revision)
     ledger_bench.print_report(facts, table)
     (OUT / "integrity-results.json").write_text(json.dumps({"machine": facts, **results}, indent=2))

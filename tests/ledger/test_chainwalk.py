@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 import os
 import string
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,11 @@ def test_verify_says_the_same_with_and_without_it(open_ledger: OpenLedger, tmp_p
             assert [str(p) for p in compiled.problems] == [str(p) for p in python.problems], where
             assert compiled.events == python.events, where
     assert seen >= 60
+
+
+def test_the_python_walk_can_be_asked_for() -> None:
+    """CONSENTGATE_PYTHON_WALK turns the compiled walk off (the benchmark's baseline)."""
+    code = "from consentgate.ledger import walk; print(walk._native is None)"
+    env = {**os.environ, walk.NO_NATIVE_ENV: "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr

@@ -30,10 +30,13 @@ from consentgate.ledger.importer import main_hidden
 from consentgate.ledger.report import Problem, VerifyReport
 from consentgate.ledger.sealing import SealError, pseudonym, unseal
 
+NO_NATIVE_ENV = "CONSENTGATE_PYTHON_WALK"  # set (to anything): verify walks in Python
 _native: ModuleType | None
 try:  # the compiled walk (setup.py); without it the Python loop does all the work
     from consentgate.ledger import _chainwalk as _native
 except ImportError:  # pragma: no cover - built wherever a C compiler and the headers are
+    _native = None
+if os.environ.get(NO_NATIVE_ENV):  # the Python loop alone (a baseline; a second opinion)
     _native = None
 
 _BATCH = 20_000
