@@ -31,10 +31,11 @@ from sqlalchemy import text
 import consentgate
 from consentgate.ledger import tlog, walk
 from consentgate.ledger.chain import encode_entry
-from consentgate.ledger.sealing import KeyedHash
+from consentgate.ledger.sealing import KeyedHash, seal
 from consentgate.ledger.verify import VerifyReport, verify_ledger
 
 from ..conftest import OpenLedger
+from .test_tamper import rechain
 from .test_verify_parallel import CHUNK, POSITIONS, TAMPERING, build
 
 if os.environ.get("CI") == "true":  # CI must build it and test it: fail loudly
@@ -193,3 +194,69 @@ def test_the_python_walk_can_be_asked_for() -> None:
     env = {**os.environ, walk.NO_NATIVE_ENV: "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "True", out.stderr
+
+
+PLAINTEXTS = [
+    b'{"note":"a\tb","region":"DE"}',  # a control character orjson refuses
+    b'{"note":"\xff","region":"DE"}',  # not UTF-8
+    b'{"region":"D\x00E"}',
+    b'["DE"]',  # JSON, not an object
+    b"not json",
+    b'{"region":"DE","region":"FR"}',  # a repeated key
+    b'{"region":"FR"}',  # well-formed, but not the clear copy
+]
+
+
+def test_sealed_fields_rewritten_with_the_members_key(
+    open_ledger: OpenLedger, tmp_path: Path
+) -> None:
+    """Whoever can write the database holds the members' keys: sealed fields re-sealed
+    with the right key and a rechained ledger leave only the sealed/clear check. Both
+    walks report it, the same way, and neither fails on what the plaintext holds."""
+    ledger, log = build(open_ledger, f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)
+    with ledger.engine.begin() as conn:
+        seq, digest, key = conn.exec_driver_sql(
+            "SELECT e.seq, e.content_sha256, s.key FROM events e JOIN subjects s "
+            "ON s.pseudonym = e.subject WHERE e.region = 'DE' AND s.key IS NOT NULL "
+            "ORDER BY e.seq LIMIT 1"
+        ).one()
+        conn.exec_driver_sql("CREATE TABLE saved_events AS SELECT * FROM events")
+        conn.exec_driver_sql("CREATE TABLE saved_head AS SELECT * FROM ledger_head")
+    for plaintext in PLAINTEXTS:
+        with ledger.engine.begin() as conn:
+            sealed = seal(bytes(key), plaintext, digest.encode())
+            conn.execute(
+                text("UPDATE events SET sealed = :v WHERE seq = :s"), {"v": sealed, "s": seq}
+            )
+            rechain(conn, seq)
+        try:
+            compiled, python = _reports(ledger, log, tmp_path)
+        finally:
+            with ledger.engine.begin() as conn:
+                for table, saved in (("events", "saved_events"), ("ledger_head", "saved_head")):
+                    conn.exec_driver_sql(f"DELETE FROM {table}")
+                    conn.exec_driver_sql(f"INSERT INTO {table} SELECT * FROM {saved}")
+        assert [str(p) for p in compiled.problems] == [str(p) for p in python.problems]
+        assert any(p.seq == seq for p in python.problems), (plaintext, python.problems)
+
+
+def test_sizes_beyond_64_bits_and_uris(open_ledger: OpenLedger, tmp_path: Path) -> None:
+    ledger, _ = build(open_ledger, f"sqlite:///{tmp_path / 'ledger.db'}", tmp_path)
+    path = walk.sqlite_file(ledger.engine)
+    assert path == str(tmp_path / "ledger.db")
+    segments = []
+    for compiled in (True, False):
+        with (
+            ledger.engine.connect() as conn,
+            walk.lenient_cursor(conn.connection.driver_connection) as cur,
+        ):
+            keys = walk.load_keys(cur, ledger.secret, VerifyReport())
+            segments.append(
+                walk.walk(cur, "sqlite", 1, 301, {10**19, 37, 2**63 - 1}, keys, ledger.secret,
+                          CHUNK, path if compiled else None)
+            )  # fmt: skip
+    assert segments[0] == segments[1]
+    assert segments[0].good == 301
+    assert 37 in segments[0].partial
+    uri = open_ledger(f"sqlite:///file:{tmp_path / 'ledger.db'}?mode=ro&uri=true")
+    assert walk.sqlite_file(uri.engine) is None  # URIs are walked in Python

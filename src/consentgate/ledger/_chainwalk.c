@@ -42,7 +42,10 @@ static int buf_reserve(buf_t *b, size_t extra) {
     size_t cap = b->cap ? b->cap : 1024;
     while (cap < b->len + extra) cap *= 2;
     char *data = PyMem_Realloc(b->data, cap);
-    if (!data) return -1;
+    if (!data) {
+        PyErr_NoMemory();
+        return -1;
+    }
     b->data = data;
     b->cap = cap;
     return 0;
@@ -287,6 +290,10 @@ static void from_column(sqlite3_stmt *st, int col, val_t *v) {
         v->kind = V_TEXT;
         v->s = sqlite3_column_text(st, col);
         v->n = (size_t)sqlite3_column_bytes(st, col);
+        if (!v->s) { /* out of memory in SQLite: let the Python loop read it */
+            v->kind = V_OTHER;
+            v->n = 0;
+        }
         break;
     case SQLITE_BLOB:
         v->kind = V_BLOB;
@@ -408,6 +415,10 @@ static int personal_sound(const val_t *v, PyObject *key, PyObject *erased, opene
         EVP_DecryptFinal_ex(o->ctx, o->plain + len, &tail) != 1)
         return 0;
     size_t pn = (size_t)len + (size_t)tail;
+    /* Only plaintexts orjson.loads reads as this parser does: UTF-8, no control bytes. */
+    if (!utf8_ok(o->plain, pn)) return 0;
+    for (size_t k = 0; k < pn; k++)
+        if (o->plain[k] < 0x20) return 0;
     const unsigned char *value = NULL;
     size_t vn = 0;
     int found = json_field(o->plain, pn, "region", &value, &vn);
@@ -436,13 +447,14 @@ static int cmp_ll(const void *a, const void *b) {
 }
 
 static PyObject *py_walk_file(PyObject *self, PyObject *args) {
-    const char *path, *sql;
+    const char *sql;
+    PyObject *path = NULL; /* bytes, from PyUnicode_FSConverter */
     long long start, end, chunk;
     Py_buffer secret;
     PyObject *keys, *erased_marker, *erased, *prev_in, *sizes;
-    if (!PyArg_ParseTuple(args, "ssLLy*O!OO!OOL", &path, &sql, &start, &end, &secret,
-                          &PyDict_Type, &keys, &erased_marker, &PySet_Type, &erased, &prev_in,
-                          &sizes, &chunk))
+    if (!PyArg_ParseTuple(args, "O&sLLy*O!OO!OOL", PyUnicode_FSConverter, &path, &sql, &start,
+                          &end, &secret, &PyDict_Type, &keys, &erased_marker, &PySet_Type,
+                          &erased, &prev_in, &sizes, &chunk))
         return NULL;
     PyObject *result = NULL, *chunks = NULL, *partial = NULL, *stack_list = NULL;
     PyObject *first_prev = Py_NewRef(Py_None), *first_seq = Py_NewRef(Py_None);
@@ -488,8 +500,11 @@ static PyObject *py_walk_file(PyObject *self, PyObject *args) {
         Py_ssize_t k = 0;
         if (!it) goto done;
         while (k < nwanted && (item = PyIter_Next(it))) {
-            wanted[k++] = PyLong_AsLongLong(item);
+            int overflow = 0;
+            long long size = PyLong_AsLongLongAndOverflow(item, &overflow);
             Py_DECREF(item);
+            if (size == -1 && PyErr_Occurred()) break;
+            if (!overflow) wanted[k++] = size; /* a size beyond 64 bits is no position */
         }
         Py_DECREF(it);
         if (PyErr_Occurred()) goto done;
@@ -501,7 +516,7 @@ static PyObject *py_walk_file(PyObject *self, PyObject *args) {
 
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+    rc = sqlite3_open_v2(PyBytes_AS_STRING(path), &db, SQLITE_OPEN_READONLY, NULL);
     if (rc == SQLITE_OK) sqlite3_busy_timeout(db, 30000);
     if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL);
     Py_END_ALLOW_THREADS
@@ -662,6 +677,7 @@ done:
     Py_XDECREF(first_prev);
     Py_XDECREF(first_seq);
     Py_XDECREF(prev_out);
+    Py_XDECREF(path);
     return result;
 }
 

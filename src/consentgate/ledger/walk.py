@@ -119,11 +119,14 @@ def walk(
     if _native is not None and path is not None:
         lower = " AND seq >= ?1" if start > 1 else ""
         sql = f"SELECT {', '.join(_WALKED)} FROM events WHERE seq <= ?2{lower} ORDER BY seq"
-        taken, first_seq, first_prev, prev, expected, stack, chunks, partial, stopped = (
-            _native.walk_file(
-                path, sql, start, end, secret, keys, ERASED, erased, prev, sizes, chunk
+        try:
+            taken, first_seq, first_prev, prev, expected, stack, chunks, partial, stopped = (
+                _native.walk_file(
+                    path, sql, start, end, secret, keys, ERASED, erased, prev, sizes, chunk
+                )
             )
-        )
+        except OSError:  # SQLite could not open or read the file: all of it in Python
+            stopped = True
         if not stopped:
             return _segment(start, first_seq, first_prev, expected, prev, None, report,
                             chunks, stack, partial, erased, rowless)  # fmt: skip
@@ -363,9 +366,12 @@ def _lenient_text(data: bytes) -> str:
 
 
 def sqlite_file(engine: Engine) -> str | None:
-    """The file of a SQLite ledger, for the compiled walk (None: another database)."""
+    """The file of a SQLite ledger, for the compiled walk (None: another database, or
+    a SQLite URI, which the compiled walk does not open)."""
     database = engine.url.database
     if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    if database.startswith("file:") or engine.url.query:
         return None
     return database
 
@@ -451,15 +457,23 @@ def _check_personal(
             with suppress(ValueError, TypeError):  # a key of the wrong kind: unseal says so
                 cipher = ciphers[key] = AESGCM(key)
         try:
-            opened = orjson.loads(unseal(cipher or key, bytes(sealed), row[_DIGEST].encode()))
-        except (TypeError, AttributeError) as err:
+            plain = unseal(cipher or key, bytes(sealed), row[_DIGEST].encode())
+        except SealError as err:
+            report.problems.append(Problem(seq, str(err)))
+            return
+        except (TypeError, ValueError, AttributeError) as err:
             report.problems.append(
                 Problem(seq, f"a stored value of the wrong type ({str(err)[:80]})")
             )
             return
-        except SealError as err:
-            report.problems.append(Problem(seq, str(err)))
+        try:
+            value = orjson.loads(plain)
+        except orjson.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            report.problems.append(Problem(seq, "the sealed fields are not a JSON object"))
             return
+        opened = value
     if (opened.get("region"), opened.get("birth_date")) != (region, born):
         report.problems.append(
             Problem(seq, "the clear region or birth_date differs from the sealed one")
