@@ -46,7 +46,7 @@ from consentgate.ledger.factcache import NEVER, Entry, FactsCache, next_events
 from consentgate.ledger.importer import ImportResult, import_stream
 from consentgate.ledger.parsing import row_of
 from consentgate.ledger.rows import event_from_row
-from consentgate.ledger.schema import events, ledger_meta, policy_versions, subjects
+from consentgate.ledger.schema import checkpoints, events, ledger_meta, policy_versions, subjects
 from consentgate.ledger.sealing import erased_label, pseudonym, unseal
 from consentgate.ledger.snapshot import snapshot_facts
 from consentgate.ledger.verify import VerifyReport, verify_ledger
@@ -390,10 +390,18 @@ class Ledger:
 
     def _appended(self, start: int, head: Head) -> None:
         """After a commit: a signed checkpoint each time the size passes a multiple
-        of `checkpoint_every` (when the ledger has a signing key)."""
+        of `checkpoint_every` (when the ledger has a signing key), and one that a
+        writer killed between its commit and its checkpoint did not make."""
         every = self.checkpoint_every
-        if self.signer is not None and every and head.size // every > start // every:
+        if self.signer is None or not every or head.size < every:
+            return
+        if head.size // every > start // every or head.size // every > self._signed() // every:
             self.checkpoint()
+
+    def _signed(self) -> int:
+        """The size of the largest stored checkpoint (0 if none)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.max(checkpoints.c.size))).scalar() or 0)
 
     # -- integrity -----------------------------------------------------------------
 
