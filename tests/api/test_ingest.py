@@ -6,6 +6,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from sqlalchemy import text
+
+from consentgate.ledger.batch import IDEMPOTENCY_US
 from tests.api.conftest import World
 
 
@@ -91,3 +94,31 @@ def test_concurrent_replays_write_once_and_answer_alike(world: World) -> None:
     assert sum(not replayed for _, _, replayed in results) == 1
     assert world.ledger.head().size == size + 20
     assert all(world.ledger.history(f"burst-{i}")[0].type == "consent" for i in range(20))
+
+
+def test_idempotency_keys_expire_after_a_day(world: World) -> None:
+    """A key is remembered for IDEMPOTENCY_US: within it, other content is refused;
+    once it expired the key may name a new request, and expired keys are swept."""
+    with world.client("ingest", **{"Idempotency-Key": "daily"}) as c:
+        assert c.post("/v1/events", json=batch(1, "day-1")).status_code == 200
+        assert c.post("/v1/events", json=batch(1, "day-1b")).status_code == 422
+        with world.ledger.engine.begin() as conn:
+            stale = conn.execute(
+                text("UPDATE idempotent_requests SET created_us = created_us - :age"),
+                {"age": IDEMPOTENCY_US + 1},
+            ).rowcount
+            assert stale == 1
+            for i in range(3):  # expired keys of other requests, to be swept
+                conn.execute(
+                    text("INSERT INTO idempotent_requests VALUES ('someone', :k, :h, '{}', 0)"),
+                    {"k": f"old-{i}", "h": "0" * 64},
+                )
+        fresh = c.post("/v1/events", json=batch(1, "day-2"))
+        assert fresh.status_code == 200
+        assert "idempotent-replayed" not in fresh.headers
+        assert fresh.json()["added"] == 1
+        replay = c.post("/v1/events", json=batch(1, "day-2"))
+        assert replay.headers["idempotent-replayed"] == "true"
+    with world.ledger.engine.connect() as conn:
+        left = conn.execute(text("SELECT idem_key FROM idempotent_requests")).scalars().all()
+    assert sorted(left) == ["daily"]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, delete, insert, select, tuple_
 
 from consentgate.domain.errors import InputError, UnknownPurposeError
 from consentgate.domain.events import ValidEvent, validate_event
@@ -24,6 +24,11 @@ __all__ = ["MAX_BATCH", "BatchResult", "IdempotencyConflict", "Once", "append_ba
 
 #: The most events one request may carry.
 MAX_BATCH = 10_000
+#: How long an idempotency key is remembered (as Stripe's API does): a retry within a
+#: day gets the first answer; after that the key may name a new request.
+IDEMPOTENCY_US = 24 * 3600 * 1_000_000
+#: Expired keys deleted by one keyed write at most (the table stays near a day of keys).
+_SWEEP = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,23 @@ def _stored_answer(conn: Connection, once: Once) -> BatchResult | None:
     return BatchResult(**orjson.loads(row.response), replayed=True)
 
 
+def _forget_expired(conn: Connection, once: Once, cutoff_us: int) -> None:
+    """Delete this key if it expired, and up to _SWEEP other expired keys."""
+    t = idempotent_requests.c
+    conn.execute(
+        delete(idempotent_requests).where(
+            t.actor == once.actor, t.idem_key == once.key, t.created_us < cutoff_us
+        )
+    )
+    oldest = (
+        select(t.actor, t.idem_key)
+        .where(t.created_us < cutoff_us)
+        .order_by(t.created_us)
+        .limit(_SWEEP)
+    )
+    conn.execute(delete(idempotent_requests).where(tuple_(t.actor, t.idem_key).in_(oldest)))
+
+
 def append_batch(
     conn: Connection, appender: Appender, valid: Sequence[ValidEvent], once: Once | None
 ) -> BatchResult:
@@ -102,9 +124,11 @@ def append_batch(
     lock of the write transaction on `conn`; the caller finishes it. With `once`, a
     key seen before (also earlier in this transaction) returns the stored answer and
     appends nothing: the lock makes concurrent replays wait for the first to commit."""
-    if once is not None and (answer := _stored_answer(conn, once)) is not None:
-        return answer
     recorded = now_us()
+    if once is not None:
+        _forget_expired(conn, once, recorded - IDEMPOTENCY_US)
+        if (answer := _stored_answer(conn, once)) is not None:
+            return answer
     start = appender.head.size
     rows = [row_of(v, appender.secret, recorded) for v in valid]
     try:

@@ -154,6 +154,7 @@ idempotent_requests = Table(
     Column("request_sha256", String(64), nullable=False),
     Column("response", Text, nullable=False),  # the JSON answered the first time
     Column("created_us", BigInteger, nullable=False),
+    Index("ix_idempotent_requests_created", "created_us"),  # expiry (batch.IDEMPOTENCY_US)
 )
 
 gpc_seen = Table(
