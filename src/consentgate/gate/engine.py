@@ -209,15 +209,16 @@ WHERE d.reason = {CODE["unknown_subject"]} AND d.subject = a.key
         found = {REASONS[code]: int(n) for code, n in rows}
         return {reason: found.get(reason, 0) for reason in REASONS}
 
-    def subject_counts(self) -> tuple[int, int]:
-        """Distinct members among all records, and among kept records."""
-        row = self.con.execute(f"""
-SELECT count(DISTINCT ps) + count(DISTINCT subject) FILTER (WHERE ps IS NULL AND subject <> ''),
-  count(DISTINCT ps) FILTER (WHERE reason IN {KEPT})
+    def subject_count(self) -> int:
+        """Distinct members among all records (those the ledger names by pseudonym,
+        the others by the id given). Among kept records it is `write_contributors`'
+        row count: a kept member is always named, once."""
+        row = self.con.execute("""
+SELECT count(DISTINCT ps) + count(DISTINCT subject) FILTER (WHERE ps IS NULL AND subject <> '')
 FROM cg_decided
 """).fetchone()
         assert row is not None
-        return int(row[0]), int(row[1])
+        return int(row[0])
 
     def write_exclusions(self, target: Path) -> None:
         self.con.execute(f"""
@@ -226,14 +227,17 @@ COPY (SELECT record_id, subject AS subject_id, {_REASON_NAMES}[reason + 1] AS re
 TO {sql_text(str(target))} (FORMAT parquet)
 """)
 
-    def write_contributors(self, target: Path) -> None:
+    def write_contributors(self, target: Path) -> int:
         """Distinct member ids of kept records, sorted (a kept member is always
-        named in the ledger: records of erased members are never kept)."""
-        self.con.execute(f"""
-COPY (SELECT DISTINCT s.key AS subject_id
-      FROM cg_decided d JOIN cg_subj s USING (ps) WHERE d.reason IN {KEPT} ORDER BY 1)
+        named in the ledger: records of erased members are never kept; `cg_subj`
+        has one row a member). Returns how many."""
+        row = self.con.execute(f"""
+COPY (SELECT s.key AS subject_id FROM cg_subj s
+      SEMI JOIN (SELECT ps FROM cg_decided WHERE reason IN {KEPT}) d USING (ps)
+      ORDER BY 1)
 TO {sql_text(str(target))} (FORMAT parquet)
-""")
+""").fetchone()
+        return int(row[0]) if row else 0
 
     def kept_rows(self) -> list[tuple[int, int]]:
         """(input file index, row) of every kept record, in input order."""

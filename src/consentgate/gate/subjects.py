@@ -1,8 +1,9 @@
 """The ledger side of a gate run: every member's as-of facts, as DuckDB tables.
 
-One scan of the ledger (DuckDB's scanner over SQLite or PostgreSQL, read-only)
-condenses the events recorded up to the checkpoint (`seq <= upto`) and dated at or
-before T into one row a member, then everything of DESIGN §3 that depends only on
+One scan of the ledger (DuckDB's scanner over SQLite or PostgreSQL, read-only) copies
+the events recorded up to the checkpoint (`seq <= upto`) and dated at or before T, in
+the columns the rule reads, into a local table (`cg_events`, dropped once used);
+they are condensed into one row a member, then everything of DESIGN §3 that depends only on
 the member and T is settled there, once, so the per-record query is a join and a
 `CASE`:
 
@@ -77,18 +78,24 @@ SELECT f.*, s.subject AS name FROM (
     max(at_us) FILTER (WHERE {is_choice}) AS choice_at,
     max(at_us) FILTER (WHERE type = 'signal' AND signal = 'gpc') AS gpc_at,
     {invalidated} AS invalidated
-  FROM ledger.events
-  WHERE at_us <= $t AND seq <= $upto
+  FROM cg_events
   GROUP BY subject
 ) f LEFT JOIN ledger.subjects s ON s.pseudonym = f.ps
 """
 
 
+# The events that count (recorded up to the checkpoint, dated at or before T), in the
+# columns the rule reads: one scan of the ledger for both passes below.
+_EVENTS_SQL = """
+CREATE OR REPLACE TEMP TABLE cg_events AS
+SELECT subject, at_us, seq, type, purpose, choice, signal, region, birth_date
+FROM ledger.events WHERE at_us <= $t AND seq <= $upto
+"""
+
 _MOVES_SQL = """
 CREATE OR REPLACE TEMP TABLE cg_region_events AS
-SELECT subject AS ps, at_us AS "at", seq, region FROM ledger.events
-WHERE region IS NOT NULL AND at_us <= $t AND seq <= $upto
-  AND subject IN (SELECT ps FROM cg_facts WHERE moved)
+SELECT subject AS ps, at_us AS "at", seq, region FROM cg_events
+WHERE region IS NOT NULL AND subject IN (SELECT ps FROM cg_facts WHERE moved)
 """
 
 
@@ -135,9 +142,13 @@ def load_subjects(
     params: dict[str, object] = {"purpose": purpose, "t": to_micros(at), "upto": upto}
     if cutoff is not None:
         params["cutoff"] = to_micros(cutoff)
-    con.execute(_facts_sql(cutoff is not None), params)
+    con.execute(_EVENTS_SQL, {k: params[k] for k in ("t", "upto")})
+    con.execute(
+        _facts_sql(cutoff is not None), {k: v for k, v in params.items() if k not in ("t", "upto")}
+    )
     # Members with more than one region: their region events, for region(c).
-    con.execute(_MOVES_SQL, {k: params[k] for k in ("t", "upto")})
+    con.execute(_MOVES_SQL)
+    con.execute("DROP TABLE cg_events")
     regions = con.execute(
         "SELECT DISTINCT region_t FROM cg_facts UNION SELECT DISTINCT region FROM cg_region_events"
     ).fetchall()
