@@ -143,12 +143,15 @@ def load_subjects(
     if cutoff is not None:
         params["cutoff"] = to_micros(cutoff)
     con.execute(_EVENTS_SQL, {k: params[k] for k in ("t", "upto")})
-    con.execute(
-        _facts_sql(cutoff is not None), {k: v for k, v in params.items() if k not in ("t", "upto")}
-    )
-    # Members with more than one region: their region events, for region(c).
-    con.execute(_MOVES_SQL)
-    con.execute("DROP TABLE cg_events")
+    try:
+        con.execute(
+            _facts_sql(cutoff is not None),
+            {k: v for k, v in params.items() if k not in ("t", "upto")},
+        )
+        # Members with more than one region: their region events, for region(c).
+        con.execute(_MOVES_SQL)
+    finally:
+        con.execute("DROP TABLE IF EXISTS cg_events")
     regions = con.execute(
         "SELECT DISTINCT region_t FROM cg_facts UNION SELECT DISTINCT region FROM cg_region_events"
     ).fetchall()

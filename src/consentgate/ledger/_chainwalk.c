@@ -8,7 +8,7 @@
  * the chain hash, the Merkle leaf and subtree stack, the member's key row, erasures,
  * and the sealed personal fields (AES-256-GCM opened, agreeing with the clear
  * copies). It stops at the first row that is not sound, or that it cannot encode
- * itself (a value of an unexpected type, text that JSON escapes, an integer beyond 64
+ * itself (a value of an unexpected type, text that is not UTF-8, an integer beyond 64
  * bits), and hands the Python loop its state: the Python loop names what is wrong.
  * So this code never judges a row bad; it only spares Python the sound ones.
  * tests/ledger/test_chainwalk.py checks the encoding against the Python one and
@@ -60,6 +60,8 @@ static int buf_add(buf_t *b, const char *s, size_t n) {
 
 #define ADD_LIT(b, s) buf_add((b), (s), sizeof(s) - 1)
 
+static const char HEX[] = "0123456789abcdef";
+
 /* One stored value, from a SQLite column or (for the tests) a Python object. */
 enum { V_NULL, V_INT, V_TEXT, V_BLOB, V_OTHER };
 typedef struct {
@@ -110,17 +112,42 @@ static int add_int(buf_t *b, const val_t *v) {
     return buf_add(b, p, (size_t)(e - p));
 }
 
-/* Text as a JSON string, only when it needs no escape (else 1). */
+/* Text as a JSON string (`quoted`), escaped as orjson escapes it: `"` and `\\` with
+ * a backslash, \b \f \n \r \t short, other control characters as \u00xx (lower
+ * case), everything else (DEL and all of Unicode included) as is; or, not `quoted`,
+ * its UTF-8 as is (the ids message). Not UTF-8: 1. */
 static int add_text(buf_t *b, const val_t *v, int quoted) {
     if (v->kind != V_TEXT) return 1;
+    if (!utf8_ok(v->s, v->n)) return 1;
+    if (!quoted) return buf_add(b, (const char *)v->s, v->n);
+    if (buf_reserve(b, 6 * v->n + 2) < 0) return -1;
+    char *o = b->data + b->len;
+    *o++ = '"';
     for (size_t i = 0; i < v->n; i++) {
         unsigned char c = v->s[i];
-        if (c < 0x20 || c == '"' || c == '\\') return 1;
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = HEX[c >> 4];
+            *o++ = HEX[c & 15];
+        }
     }
-    if (!utf8_ok(v->s, v->n)) return 1;
-    if (quoted && ADD_LIT(b, "\"") < 0) return -1;
-    if (buf_add(b, (const char *)v->s, v->n) < 0) return -1;
-    if (quoted && ADD_LIT(b, "\"") < 0) return -1;
+    *o++ = '"';
+    b->len = (size_t)(o - b->data);
     return 0;
 }
 
@@ -200,8 +227,6 @@ static void hmac(const hmac_t *h, const void *msg, size_t n, unsigned char out[3
     SHA256_Update(&c, inner, 32);
     SHA256_Final(out, &c);
 }
-
-static const char HEX[] = "0123456789abcdef";
 
 /*
  * The entry of one row (chain.encode_entry) into `b`, using `m` for the ids message.

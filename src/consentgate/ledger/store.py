@@ -126,6 +126,7 @@ class Ledger:
         self.checkpoint_log = checkpoint_log
         self._policy_cache: tuple[int, PolicyHistory, list[AppliedPolicy]] | None = None
         self._meta_cache: dict[str, str] | None = None
+        self._signed_size: int | None = None  # the largest checkpoint size known signed
         self._purposes_seen: set[str] | None = None
         self._writer: GroupWriter | None = None
         self._facts: FactsCache | None = None
@@ -395,13 +396,19 @@ class Ledger:
         every = self.checkpoint_every
         if self.signer is None or not every or head.size < every:
             return
-        if head.size // every > start // every or head.size // every > self._signed() // every:
+        if head.size // every > start // every:
             self.checkpoint()
-
-    def _signed(self) -> int:
-        """The size of the largest stored checkpoint (0 if none)."""
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.max(checkpoints.c.size))).scalar() or 0)
+            self._signed_size = head.size
+            return
+        # The largest signed size is remembered; the database is asked only when it
+        # looks behind (another process may have signed since).
+        if self._signed_size is None or head.size // every > self._signed_size // every:
+            with self.engine.connect() as conn:
+                found = conn.execute(select(func.max(checkpoints.c.size))).scalar()
+            self._signed_size = int(found or 0)
+            if head.size // every > self._signed_size // every:
+                self.checkpoint()
+                self._signed_size = head.size
 
     # -- integrity -----------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from consentgate.ledger import merkle
 from consentgate.ledger.chain import ENTRY_COLUMNS, GENESIS, encode_entry
 from consentgate.ledger.importer import main_hidden
 from consentgate.ledger.report import Problem, VerifyReport
-from consentgate.ledger.sealing import SealError, pseudonym, unseal
+from consentgate.ledger.sealing import SealError, keyed, unseal
 
 NO_NATIVE_ENV = "CONSENTGATE_PYTHON_WALK"  # set (to anything): verify walks in Python
 _native: ModuleType | None
@@ -117,24 +117,25 @@ def walk(
     stack: list[bytes] = []
     taken = 0
     if _native is not None and path is not None:
-        lower = " AND seq >= ?1" if start > 1 else ""
-        sql = f"SELECT {', '.join(_WALKED)} FROM events WHERE seq <= ?2{lower} ORDER BY seq"
+        above = " AND seq >= ?1" if start > 1 else ""
+        sql = f"SELECT {', '.join(_WALKED)} FROM events WHERE seq <= ?2{above} ORDER BY seq"
+        seen: set[int] = set()  # erasures it saw: kept only if it returns
         try:
             taken, first_seq, first_prev, prev, expected, stack, chunks, partial, stopped = (
                 _native.walk_file(
-                    path, sql, start, end, secret, keys, ERASED, erased, prev, sizes, chunk
+                    path, sql, start, end, secret, keys, ERASED, seen, prev, sizes, chunk
                 )
             )
+            erased |= seen
         except OSError:  # SQLite could not open or read the file: all of it in Python
             stopped = True
         if not stopped:
             return _segment(start, first_seq, first_prev, expected, prev, None, report,
                             chunks, stack, partial, erased, rowless)  # fmt: skip
-    sql, params = range_sql(dialect, start, end), bounds(start, end)
-    if taken:  # the compiled walk took the rows before this one
-        sql += " LIMIT -1 OFFSET " + _mark(dialect, "taken")
-        params["taken"] = taken
-    cur.execute(sql, params)
+    # From the first row the compiled walk did not take (it took start..expected-1,
+    # in order: a row below `start` would have stopped it at once).
+    resume = expected if taken else start
+    cur.execute(range_sql(dialect, resume, end), bounds(resume, end))
     sha256 = hashlib.sha256
     encode = encode_entry
     broke: Problem | None = None
@@ -456,8 +457,13 @@ def _check_personal(
                 ciphers.clear()
             with suppress(ValueError, TypeError):  # a key of the wrong kind: unseal says so
                 cipher = ciphers[key] = AESGCM(key)
+        if not isinstance(sealed, bytes):
+            report.problems.append(
+                Problem(seq, f"a stored value of the wrong type (sealed: {type(sealed).__name__})")
+            )
+            return
         try:
-            plain = unseal(cipher or key, bytes(sealed), row[_DIGEST].encode())
+            plain = unseal(cipher or key, sealed, row[_DIGEST].encode())
         except SealError as err:
             report.problems.append(Problem(seq, str(err)))
             return
@@ -496,12 +502,14 @@ def load_keys(
 
 
 def _check_subjects(rows: list[Any], secret: bytes, report: VerifyReport) -> None:
-    named = [str(subject).encode() for _, subject, key in rows if None not in (subject, key)]
-    if _native is not None:
-        macs = iter(_native.keyed_many(secret, named))
-        names = iter(int.from_bytes(mac[:8], "big", signed=True) for mac in macs)
-    else:
-        names = iter(pseudonym(secret, subject.decode()) for subject in named)
+    # The id's bytes as stored (text that is not UTF-8 was read with surrogate escapes).
+    named = [
+        str(subject).encode("utf-8", "surrogateescape")
+        for _, subject, key in rows
+        if None not in (subject, key)
+    ]
+    macs = _native.keyed_many(secret, named) if _native is not None else map(keyed(secret), named)
+    names = iter(int.from_bytes(mac[:8], "big", signed=True) for mac in macs)
     for ps, subject, key in rows:
         if subject is None and key is None:
             continue
