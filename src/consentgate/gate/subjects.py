@@ -139,15 +139,12 @@ def load_subjects(
     """Create `cg_subj` and `cg_moves` on `con`, which has the ledger attached as
     `ledger`, from the events recorded up to `upto` and dated at or before `at`."""
     cutoff = policy.reconsent_cutoff(purpose, at)
-    params: dict[str, object] = {"purpose": purpose, "t": to_micros(at), "upto": upto}
+    facts: dict[str, object] = {"purpose": purpose}
     if cutoff is not None:
-        params["cutoff"] = to_micros(cutoff)
-    con.execute(_EVENTS_SQL, {k: params[k] for k in ("t", "upto")})
+        facts["cutoff"] = to_micros(cutoff)
+    con.execute(_EVENTS_SQL, {"t": to_micros(at), "upto": upto})
     try:
-        con.execute(
-            _facts_sql(cutoff is not None),
-            {k: v for k, v in params.items() if k not in ("t", "upto")},
-        )
+        con.execute(_facts_sql(cutoff is not None), facts)
         # Members with more than one region: their region events, for region(c).
         con.execute(_MOVES_SQL)
     finally:

@@ -396,19 +396,18 @@ class Ledger:
         every = self.checkpoint_every
         if self.signer is None or not every or head.size < every:
             return
-        if head.size // every > start // every:
-            self.checkpoint()
-            self._signed_size = head.size
-            return
-        # The largest signed size is remembered; the database is asked only when it
-        # looks behind (another process may have signed since).
-        if self._signed_size is None or head.size // every > self._signed_size // every:
-            with self.engine.connect() as conn:
-                found = conn.execute(select(func.max(checkpoints.c.size))).scalar()
-            self._signed_size = int(found or 0)
-            if head.size // every > self._signed_size // every:
-                self.checkpoint()
-                self._signed_size = head.size
+        multiple = head.size // every
+        if multiple == start // every:  # this write passed no multiple
+            # The largest signed size is remembered; the database is asked only when
+            # it looks behind (another process may have signed since).
+            if self._signed_size is None or multiple > self._signed_size // every:
+                with self.engine.connect() as conn:
+                    found = conn.execute(select(func.max(checkpoints.c.size))).scalar()
+                self._signed_size = int(found or 0)
+            if multiple <= self._signed_size // every:
+                return
+        self.checkpoint()
+        self._signed_size = head.size
 
     # -- integrity -----------------------------------------------------------------
 

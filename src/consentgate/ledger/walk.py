@@ -115,13 +115,12 @@ def walk(
     chunks: list[bytes] = []
     partial: dict[int, tuple[int, bytes]] = {}
     stack: list[bytes] = []
-    taken = 0
     if _native is not None and path is not None:
         above = " AND seq >= ?1" if start > 1 else ""
         sql = f"SELECT {', '.join(_WALKED)} FROM events WHERE seq <= ?2{above} ORDER BY seq"
         seen: set[int] = set()  # erasures it saw: kept only if it returns
         try:
-            taken, first_seq, first_prev, prev, expected, stack, chunks, partial, stopped = (
+            _, first_seq, first_prev, prev, expected, stack, chunks, partial, stopped = (
                 _native.walk_file(
                     path, sql, start, end, secret, keys, ERASED, seen, prev, sizes, chunk
                 )
@@ -132,10 +131,10 @@ def walk(
         if not stopped:
             return _segment(start, first_seq, first_prev, expected, prev, None, report,
                             chunks, stack, partial, erased, rowless)  # fmt: skip
-    # From the first row the compiled walk did not take (it took start..expected-1,
-    # in order: a row below `start` would have stopped it at once).
-    resume = expected if taken else start
-    cur.execute(range_sql(dialect, resume, end), bounds(resume, end))
+    # From the first row the compiled walk did not take: it took start..expected-1 in
+    # order (`expected` is still `start` if it took none; a row below `start` stops it
+    # at once, and the first range's query has no lower bound).
+    cur.execute(range_sql(dialect, expected, end), bounds(expected, end))
     sha256 = hashlib.sha256
     encode = encode_entry
     broke: Problem | None = None
@@ -451,17 +450,17 @@ def _check_personal(
         return
     opened: dict[str, str] = {}
     if sealed is not None:
+        if not isinstance(sealed, bytes):
+            report.problems.append(
+                Problem(seq, f"a stored value of the wrong type (sealed: {type(sealed).__name__})")
+            )
+            return
         cipher = ciphers.get(key)
         if cipher is None:
             if len(ciphers) >= _CIPHERS:
                 ciphers.clear()
             with suppress(ValueError, TypeError):  # a key of the wrong kind: unseal says so
                 cipher = ciphers[key] = AESGCM(key)
-        if not isinstance(sealed, bytes):
-            report.problems.append(
-                Problem(seq, f"a stored value of the wrong type (sealed: {type(sealed).__name__})")
-            )
-            return
         try:
             plain = unseal(cipher or key, sealed, row[_DIGEST].encode())
         except SealError as err:
@@ -495,7 +494,7 @@ def load_keys(
     cur.execute("SELECT pseudonym, subject, key FROM subjects")
     while rows := cur.fetchmany(_BATCH):
         for ps, _, key in rows:
-            keys[ps] = ERASED if key is None else bytes(key) if isinstance(key, bytes) else key
+            keys[ps] = ERASED if key is None else key
         if check:
             _check_subjects(rows, secret, report)
     return keys
