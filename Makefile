@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck check bench clean
 
-$(STAMP): requirements.lock pyproject.toml setup.py $(wildcard src/consentgate/*/*.c)
+$(STAMP): requirements.lock pyproject.toml setup.py $(wildcard src/consentgate/*/*.c src/consentgate/*/*.h)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "consentgate needs Python >= 3.11, found " + sys.version.split()[0]'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,9 +1,10 @@
-"""The one compiled part of consentgate: the hot loop of `verify`'s chain walk.
+"""The compiled parts of consentgate: the hot loop of `verify`'s chain walk, and the
+parser of plain JSON Lines for imports.
 
-Everything else is configured in pyproject.toml. The extension is optional: without a
-C compiler or the headers of OpenSSL and SQLite the build goes on without it, and `verify` walks the
-chain in Python (same results, about 3 x slower); `.ci/run` installs what it needs
-so that CI always tests it.
+Everything else is configured in pyproject.toml. Both extensions are optional: without
+a C compiler or the headers of OpenSSL and SQLite the build goes on without them, and
+`verify` walks the chain in Python (same results, about 3 x slower), imports parse
+every line in Python; `.ci/run` installs what they need so that CI always tests them.
 """
 
 from setuptools import Extension, setup
@@ -17,7 +18,16 @@ setup(
             # SHA256_Init & co. are deprecated in OpenSSL 3 in favour of EVP, whose
             # per-call context costs more than hashing these short messages.
             extra_compile_args=["-O2", "-Wno-deprecated-declarations"],
+            depends=["src/consentgate/ledger/_cbase.h"],
             optional=True,
-        )
+        ),
+        Extension(
+            "consentgate.ledger._lineparse",
+            ["src/consentgate/ledger/_lineparse.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O2", "-Wno-deprecated-declarations"],
+            depends=["src/consentgate/ledger/_cbase.h"],
+            optional=True,
+        ),
     ]
 )

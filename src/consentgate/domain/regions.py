@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
-__all__ = ["ANY", "EEA", "GROUPS", "is_known_region", "lookup_chain"]
+__all__ = ["ANY", "EEA", "GROUPS", "is_known_region", "lookup_chain", "member_regions"]
 
 ANY = "*"
 
@@ -62,6 +62,15 @@ def is_known_region(code: str) -> bool:
     if len(code) == 2:
         return code in _codes("iso3166-1.txt")
     return code in _codes("iso3166-2.txt")
+
+
+@cache
+def member_regions() -> frozenset[str]:
+    """Every code a member's profile may name: the ISO codes `is_known_region` knows
+    (not `"*"` nor a group)."""
+    return frozenset(c for c in _codes("iso3166-1.txt") if len(c) == 2) | frozenset(
+        c for c in _codes("iso3166-2.txt") if len(c) != 2
+    )
 
 
 @cache

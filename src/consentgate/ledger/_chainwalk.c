@@ -22,6 +22,8 @@
 #include <sqlite3.h>
 #include <string.h>
 
+#include "_cbase.h"
+
 /* The row layout of walk._WALKED: ENTRY_COLUMNS, then prev_hash, hash, region, birth_date. */
 enum {
     C_AT_US = 0, C_CHOICE = 1, C_DIGEST = 2, C_NOTICE = 3, C_PURPOSE = 4, C_RECORDED = 5,
@@ -32,35 +34,6 @@ enum {
 
 #define MAX_STACK 64
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-} buf_t;
-
-static int buf_reserve(buf_t *b, size_t extra) {
-    if (b->len + extra <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + extra) cap *= 2;
-    char *data = PyMem_Realloc(b->data, cap);
-    if (!data) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
-static int buf_add(buf_t *b, const char *s, size_t n) {
-    if (buf_reserve(b, n) < 0) return -1;
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    return 0;
-}
-
-#define ADD_LIT(b, s) buf_add((b), (s), sizeof(s) - 1)
-
-static const char HEX[] = "0123456789abcdef";
 
 /* One stored value, from a SQLite column or (for the tests) a Python object. */
 enum { V_NULL, V_INT, V_TEXT, V_BLOB, V_OTHER };
@@ -190,42 +163,6 @@ static int add_sealed(buf_t *b, const val_t *v) {
     *o++ = '"';
     b->len = (size_t)(o - b->data);
     return 0;
-}
-
-/* SHA-256 of one buffer. (OpenSSL 3's one-shot SHA256() looks the algorithm up on
- * every call, which costs more than hashing these short messages.) */
-static void sha256_of(const void *data, size_t n, unsigned char out[32]) {
-    SHA256_CTX c;
-    SHA256_Init(&c);
-    SHA256_Update(&c, data, n);
-    SHA256_Final(out, &c);
-}
-
-typedef struct {
-    SHA256_CTX inner, outer;
-} hmac_t;
-
-static void hmac_init(hmac_t *h, const unsigned char *key, size_t n) {
-    unsigned char block[64], pad[64];
-    memset(block, 0, sizeof block);
-    if (n > 64) sha256_of(key, n, block);
-    else memcpy(block, key, n);
-    for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x36;
-    SHA256_Init(&h->inner);
-    SHA256_Update(&h->inner, pad, 64);
-    for (int i = 0; i < 64; i++) pad[i] = block[i] ^ 0x5c;
-    SHA256_Init(&h->outer);
-    SHA256_Update(&h->outer, pad, 64);
-}
-
-static void hmac(const hmac_t *h, const void *msg, size_t n, unsigned char out[32]) {
-    SHA256_CTX c = h->inner;
-    unsigned char inner[32];
-    SHA256_Update(&c, msg, n);
-    SHA256_Final(inner, &c);
-    c = h->outer;
-    SHA256_Update(&c, inner, 32);
-    SHA256_Final(out, &c);
 }
 
 /*

@@ -2,18 +2,26 @@
 
 Runs in worker processes for large files, so it imports only the domain and orjson,
 and reports a bad line as a picklable `LineError` value instead of raising.
+
+The compiled `_lineparse` (optional) builds the rows of plain lines (docs/formats.md
+§"How imports run") and hands every other line back to `validate_event`, which
+alone decides and names what is wrong. `CONSENTGATE_PYTHON_PARSE=1` turns it off.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Collection
+from datetime import UTC, datetime
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import orjson
 
 from consentgate.domain.errors import EventError, InputError, UnknownPurposeError
 from consentgate.domain.events import ValidEvent, validate_event
+from consentgate.domain.regions import member_regions
 from consentgate.domain.timeutil import to_micros
 from consentgate.ledger.chain import entry_parts
 from consentgate.ledger.rows import id_key
@@ -41,15 +49,28 @@ class LineError(NamedTuple):
 
 ChunkResult = tuple[list[int], list[Row]] | LineError
 
-_purposes: Collection[str] = frozenset()
+#: Set to "1" to parse every line in Python (a second opinion; the tests' baseline).
+NO_NATIVE_ENV = "CONSENTGATE_PYTHON_PARSE"
+
+_purposes: frozenset[str] = frozenset()
 _secret = b""
+
+
+def _native() -> ModuleType | None:
+    if os.environ.get(NO_NATIVE_ENV) == "1":
+        return None
+    try:
+        from consentgate.ledger import _lineparse
+    except ImportError:
+        return None
+    return _lineparse
 
 
 def set_context(purposes: Collection[str], secret: bytes) -> None:
     """Set the purposes consent events may name and the ledger's pseudonym key
     (a worker-process initializer)."""
     global _purposes, _secret
-    _purposes = purposes
+    _purposes = frozenset(purposes)
     _secret = secret
 
 
@@ -102,27 +123,40 @@ def row_of(valid: ValidEvent, secret: bytes, recorded_us: int = 0) -> Row:
 def parse_lines(task: tuple[int, bytes]) -> ChunkResult:
     """Validate a block of lines starting at line number `task[0]`; skip blank lines."""
     first, block = task
-    lines = block.split(b"\n")
-    linenos: list[int] = []
-    rows: list[Row] = []
     now = time.time_ns() // 1_000
-    for offset, raw in enumerate(lines):
-        if not raw.strip():
-            continue
-        lineno = first + offset
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as err:
-            return LineError(lineno, "(line)", "one JSON object per line", str(err))
-        try:
-            rows.append(
-                row_of(validate_event(obj, purposes=_purposes, encode=canonical), _secret, now)
-            )
-        except InputError as err:
-            unknown = isinstance(err, UnknownPurposeError)
-            return LineError(lineno, err.field, err.expected, _plain(err.found), unknown)
-        linenos.append(lineno)
-    return linenos, rows
+    native = _native()
+    if native is None:
+        linenos: list[int] = []
+        rows: list[Row] = []
+        for offset, raw in enumerate(block.split(b"\n")):
+            if raw.strip():
+                if isinstance(row := _parse_line(raw, first + offset, now), LineError):
+                    return row
+                linenos.append(first + offset)
+                rows.append(row)
+        return linenos, rows
+    today = datetime.now(UTC).date()
+    day = today.year * 10_000 + today.month * 100 + today.day
+    linenos, items, back = native.parse_block(
+        block, first, _secret, _purposes, member_regions(), now, day
+    )
+    for i in back:
+        if isinstance(row := _parse_line(items[i], linenos[i], now), LineError):
+            return row
+        items[i] = row
+    return linenos, items
+
+
+def _parse_line(raw: bytes, lineno: int, now: int) -> Row | LineError:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        return LineError(lineno, "(line)", "one JSON object per line", str(err))
+    try:
+        return row_of(validate_event(obj, purposes=_purposes, encode=canonical), _secret, now)
+    except InputError as err:
+        unknown = isinstance(err, UnknownPurposeError)
+        return LineError(lineno, err.field, err.expected, _plain(err.found), unknown)
 
 
 def _plain(value: object) -> object:
