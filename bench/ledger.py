@@ -46,7 +46,6 @@ from consentgate.domain.policy_file import default_policy_text
 from consentgate.domain.timeutil import to_micros
 from consentgate.ledger.database import _sqlite_pragmas  # the ledger's own settings
 from consentgate.ledger.rows import COLUMNS
-from consentgate.ledger.schema import events as events_table
 
 OUT = Path(__file__).resolve().parent / "out"
 DEFAULT_PG = "postgresql+psycopg://consentgate:consentgate@127.0.0.1:5432/consentgate_bench"
@@ -158,7 +157,7 @@ Results = dict[str, dict[str, Any]]
 Row = tuple[Any, ...]
 
 _ASK: dict[str, Any] = {"purpose": PURPOSE, "at": AS_OF}
-_UNIQUE = ", ".join(c.name for c in events_table.columns if c.unique)  # the idempotency key
+_UNIQUE = "id_key"  # the idempotency key (unique index ux_events_id_key)
 _INSERT = (
     f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
     f"ON CONFLICT ({_UNIQUE}) DO NOTHING"

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from consentgate.domain import events as domain_events
 from consentgate.domain.errors import InputError
 from consentgate.domain.regions import member_regions
-from consentgate.ledger import parsing
+from consentgate.ledger import chain, parsing
 from consentgate.ledger.parsing import canonical, parse_lines, row_of, set_context
 from consentgate.ledger.sealing import PERSONAL
 
@@ -251,9 +251,9 @@ def test_it_takes_the_plain_lines_of_a_typical_import() -> None:
 def both_ways(block: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
     set_context(PURPOSES, SECRET)
     fast = parse_lines((5, block))
-    monkeypatch.setenv(parsing.NO_NATIVE_ENV, "1")
+    monkeypatch.setenv(chain.NO_NATIVE_ENV, "1")
     slow = parse_lines((5, block))
-    monkeypatch.delenv(parsing.NO_NATIVE_ENV)
+    monkeypatch.delenv(chain.NO_NATIVE_ENV)
     return fast, slow
 
 

@@ -123,7 +123,7 @@ def import_stream(
     """Validate and append every line of a JSON Lines stream in the caller's (write)
     transaction; return what was done and the new chain head."""
     read = done = 0
-    appender = Appender(conn, secret, hashing=hashing)
+    appender = Appender(conn, secret, hashing=hashing, bulk=True)
     parsed = _parsed(stream, purposes, secret, parallel=size_hint > PARALLEL_FROM)
     for result, size in parsed:
         if isinstance(result, LineError):
@@ -134,5 +134,5 @@ def import_stream(
         done += size
         if progress:
             progress(done)
-    added = appender.added
-    return ImportResult(read=read, added=added), appender.finish()
+    head = appender.finish()
+    return ImportResult(read=read, added=appender.added), head

@@ -125,6 +125,15 @@ class RootBuilder:
             n >>= 1
         stack.append(leaf_hash)
 
+    def frontier(self) -> list[bytes]:
+        """The live list of subtree roots, largest first, for a compiled appender that
+        pushes and pops it exactly as `append` does; it then calls `advance`."""
+        return self._stack
+
+    def advance(self, count: int) -> None:
+        """Count `count` leaves appended to `frontier()` by a compiled appender."""
+        self._size += count
+
     def state(self) -> bytes:
         """The subtree roots, concatenated: with `size`, all a later `restore` needs."""
         return b"".join(self._stack)

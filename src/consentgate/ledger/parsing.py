@@ -5,7 +5,7 @@ and reports a bad line as a picklable `LineError` value instead of raising.
 
 The compiled `_lineparse` (optional) builds the rows of plain lines (docs/formats.md
 §"How imports run") and hands every other line back to `validate_event`, which
-alone decides and names what is wrong. `CONSENTGATE_PYTHON_PARSE=1` turns it off.
+alone decides and names what is wrong. `CONSENTGATE_PYTHON_IMPORT=1` turns it off.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from consentgate.domain.errors import EventError, InputError, UnknownPurposeErro
 from consentgate.domain.events import ValidEvent, validate_event
 from consentgate.domain.regions import member_regions
 from consentgate.domain.timeutil import to_micros
-from consentgate.ledger.chain import entry_parts
+from consentgate.ledger.chain import NO_NATIVE_ENV, entry_parts
 from consentgate.ledger.rows import id_key
 from consentgate.ledger.sealing import PERSONAL, pseudonym
 
@@ -49,8 +49,6 @@ class LineError(NamedTuple):
 
 ChunkResult = tuple[list[int], list[Row]] | LineError
 
-#: Set to "1" to parse every line in Python (a second opinion; the tests' baseline).
-NO_NATIVE_ENV = "CONSENTGATE_PYTHON_PARSE"
 
 _purposes: frozenset[str] = frozenset()
 _secret = b""

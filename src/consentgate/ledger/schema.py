@@ -54,8 +54,8 @@ events = Table(
     # so two writers can never both extend the same head (no fork).
     Column("seq", SeqType, primary_key=True, autoincrement=False),
     # id_key: the first 8 bytes of SHA-256(event_id) as a signed integer. Its unique
-    # index is a tenth the size of one on the id text, so bulk imports stay in cache.
-    Column("id_key", BigInteger, nullable=False, unique=True),
+    # index (ux_events_id_key) is a tenth the size of one on the id text.
+    Column("id_key", BigInteger, nullable=False),
     Column("event_id", String(256), nullable=False),
     Column("content_sha256", String(64), nullable=False),
     Column("type", String(16), nullable=False),
@@ -73,6 +73,9 @@ events = Table(
     Column("prev_hash", LargeBinary(32), nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
     Index("ix_events_subject_at", "subject", "at_us"),
+    # A named index, not a constraint, so that a bulk import into an empty ledger can
+    # drop it and build it once at the end (migration 0006).
+    Index("ux_events_id_key", "id_key", unique=True),
 )
 
 subjects = Table(

@@ -25,6 +25,7 @@ __all__ = [
     "erased_label",
     "keyed",
     "new_key",
+    "new_keys",
     "pseudonym",
     "seal",
     "unseal",
@@ -79,6 +80,12 @@ def erased_label(pseudonym_value: int) -> str:
 
 def new_key() -> bytes:
     return os.urandom(32)
+
+
+def new_keys(count: int) -> list[bytes]:
+    """`count` fresh keys from one read of the system's random source."""
+    pool = os.urandom(32 * count)
+    return [pool[i : i + 32] for i in range(0, len(pool), 32)]
 
 
 def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:

@@ -1,0 +1,14 @@
+"""Types of the compiled append loop (_append.c); see chain.Appender.append."""
+
+from typing import Any
+
+def append_rows(
+    rows: list[tuple[Any, ...]],
+    keys: dict[int, bytes | None],
+    size: int,
+    prev: bytes,
+    frontier: list[bytes],
+    hashing: bool,
+    create: bool = False,
+    /,
+) -> tuple[list[tuple[Any, ...]], bytes, dict[int, int], list[tuple[Any, ...]]]: ...

@@ -1,0 +1,45 @@
+"""The uniqueness of `events.id_key` becomes a named index (`ux_events_id_key`)
+instead of a table constraint.
+
+SQLite cannot drop the index behind a UNIQUE constraint; a named unique index it can.
+A bulk import into an empty ledger drops the two secondary indexes of `events` and
+builds them once at the end, in its own transaction (chain.Appender, docs/formats.md).
+On SQLite the table is rebuilt (its rows copied as they are: the chain does not
+depend on the table's layout); on PostgreSQL the constraint is replaced.
+
+Revision ID: 0006
+Revises: 0005
+"""
+
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+_COLUMNS = (
+    "seq INTEGER NOT NULL PRIMARY KEY, id_key BIGINT NOT NULL, "
+    "event_id VARCHAR(256) NOT NULL, content_sha256 VARCHAR(64) NOT NULL, "
+    "type VARCHAR(16) NOT NULL, subject BIGINT NOT NULL, at_us BIGINT NOT NULL, "
+    "purpose VARCHAR(256), choice VARCHAR(16), signal VARCHAR(16), source VARCHAR(256), "
+    "notice_version VARCHAR(256), region VARCHAR(16), birth_date VARCHAR(10), sealed BLOB, "
+    "recorded_us BIGINT NOT NULL, prev_hash BLOB NOT NULL, hash BLOB NOT NULL"
+)
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE events DROP CONSTRAINT events_id_key_key")
+    else:
+        op.execute(f"CREATE TABLE events_0006 ({_COLUMNS})")
+        op.execute("INSERT INTO events_0006 SELECT * FROM events ORDER BY seq")
+        op.execute("DROP TABLE events")  # its indexes go with it
+        op.execute("ALTER TABLE events_0006 RENAME TO events")
+        op.create_index("ix_events_subject_at", "events", ["subject", "at_us"])
+    op.create_index("ux_events_id_key", "events", ["id_key"], unique=True)
+
+
+def downgrade() -> None:
+    op.drop_index("ux_events_id_key", table_name="events")
+    op.create_unique_constraint("events_id_key_key", "events", ["id_key"])
