@@ -11,6 +11,7 @@ Revision ID: 0006
 Revises: 0005
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
@@ -29,8 +30,13 @@ _COLUMNS = (
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute("ALTER TABLE events DROP CONSTRAINT events_id_key_key")
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        # Named by PostgreSQL when 0002 made the table (events_id_key_key, or with a
+        # digit after it when the version-1 table still held that name).
+        for unique in sa.inspect(bind).get_unique_constraints("events"):
+            if unique["column_names"] == ["id_key"] and unique["name"]:
+                op.drop_constraint(unique["name"], "events", type_="unique")
     else:
         op.execute(f"CREATE TABLE events_0006 ({_COLUMNS})")
         op.execute("INSERT INTO events_0006 SELECT * FROM events ORDER BY seq")
