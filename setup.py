@@ -24,7 +24,7 @@ setup(
         Extension(
             "consentgate.ledger._append",
             ["src/consentgate/ledger/_append.c"],
-            libraries=["crypto"],
+            libraries=["crypto", "sqlite3", "dl"],
             extra_compile_args=["-O2", "-Wno-deprecated-declarations"],
             depends=["src/consentgate/ledger/_cbase.h"],
             optional=True,

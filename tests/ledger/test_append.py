@@ -15,6 +15,7 @@ With CI=true the module must have been built (`.ci/run` installs the headers it 
 
 from __future__ import annotations
 
+import _sqlite3
 import hashlib
 import importlib
 import io
@@ -28,9 +29,11 @@ import orjson
 import pytest
 
 from consentgate.domain.errors import EventError
+from consentgate.ledger import chain
 from consentgate.ledger.chain import GENESIS, Head, chain_rows, splice
 from consentgate.ledger.merkle import RootBuilder, leaf_hash
 from consentgate.ledger.parsing import parse_lines, set_context
+from consentgate.ledger.rows import COLUMNS
 from consentgate.ledger.sealing import new_key, unseal
 
 from ..conftest import OpenLedger
@@ -279,3 +282,51 @@ def test_create_gives_each_new_member_one_key() -> None:
         first.setdefault(parsed[5], made.get(parsed[5]))
         if row[14] is not None and parsed[5] != known:
             assert unseal(first[parsed[5]], row[14], parsed[2].encode()) == parsed[14]
+
+
+def test_bulk_imports_on_sqlite_insert_through_the_connections_own_handle(
+    open_ledger: OpenLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers: list[object] = []
+    real = native.append_sqlite
+
+    def spy(*args: object) -> object:
+        answers.append(real(*args))
+        return answers[-1]
+
+    monkeypatch.setattr(chain._append, "append_sqlite", spy)
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'd.db'}")
+    assert ledger.import_events(events_file(tmp_path, 20_000, seed=10)).added == 20_000
+    assert len(answers) >= 2  # several blocks, each inserted by the compiled loop
+    assert all(answer is not None for answer in answers)
+    assert ledger.verify().ok
+
+
+def test_the_handle_is_taken_only_when_sure_and_nothing_changes_otherwise(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "e.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute(f"CREATE TABLE events ({', '.join(COLUMNS)})")
+    rows = parsed_rows(20, seed=11)
+    keys = keys_for(rows, seed=11)
+    before = dict(keys)
+    module = str(_sqlite3.__file__)
+    sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+
+    def attempt(conn: object, module_file: str, where: str) -> object:
+        return native.append_sqlite(conn, module_file, where, sql, rows, keys, 0, GENESIS, [], True)
+
+    assert attempt(con, module, str(path)) is None  # no transaction open
+    con.execute("BEGIN IMMEDIATE")
+    assert attempt(con, module, str(tmp_path / "other.db")) is None  # another file
+    assert attempt(con, hashlib.__file__, str(path)) is None  # not Python's _sqlite3
+    assert attempt(object(), module, str(path)) is None  # not a connection
+    assert keys == before
+    assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    done = attempt(con, module, str(path))
+    assert done is not None
+    assert done[0] == 20
+    con.execute("COMMIT")
+    assert con.execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone() == (20, 1, 20)
+    con.close()

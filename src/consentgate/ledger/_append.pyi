@@ -12,3 +12,17 @@ def append_rows(
     create: bool = False,
     /,
 ) -> tuple[list[tuple[Any, ...]], bytes, dict[int, int], list[tuple[Any, ...]]]: ...
+def append_sqlite(
+    connection: Any,
+    module_file: str,
+    path: str,
+    sql: str,
+    rows: list[tuple[Any, ...]],
+    keys: dict[int, bytes | None],
+    size: int,
+    prev: bytes,
+    frontier: list[bytes],
+    hashing: bool,
+    create: bool = False,
+    /,
+) -> tuple[int, bytes, dict[int, int], list[tuple[Any, ...]]] | None: ...

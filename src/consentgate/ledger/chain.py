@@ -14,8 +14,11 @@ and `seq` is the primary key, so a second writer can never extend the same head.
 
 from __future__ import annotations
 
+import _sqlite3
 import hashlib
 import os
+import sqlite3
+import sys
 import time
 from base64 import b64encode
 from collections.abc import Iterable, Sequence
@@ -264,6 +267,24 @@ def chain_rows(
     return out, erased
 
 
+def _sqlite_handle(conn: Connection) -> tuple[Any, str, str] | None:
+    """What `_append.append_sqlite` needs to reach the SQLite handle of `conn`: the
+    driver's connection, the file of Python's `_sqlite3` module and the database file;
+    None where it is not built, turned off, or the driver is not CPython 3.11-3.13's
+    own `sqlite3` (whose connection object starts with the handle)."""
+    if _append is None or os.environ.get(NO_NATIVE_ENV) == "1" or conn.dialect.name != "sqlite":
+        return None
+    driver = conn.connection.driver_connection
+    if type(driver) is not sqlite3.Connection or sys.version_info[:2] not in _HANDLE_PYTHONS:
+        return None
+    rows = conn.exec_driver_sql("PRAGMA database_list").all()
+    path = next((str(file) for _, name, file in rows if name == "main"), "")
+    return (driver, str(getattr(_sqlite3, "__file__", "")), path) if path else None
+
+
+_HANDLE_PYTHONS = ((3, 11), (3, 12), (3, 13))
+
+
 class Appender:
     """Appends parsed events (`rows.PARSED` order) to the chain, in one transaction.
 
@@ -298,6 +319,7 @@ class Appender:
         self._cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         self._bulk: set[int] | None = None  # in bulk mode: the id keys appended so far
         self._erased_later: list[int] = []  # in bulk mode: whose clear copies to clear
+        self._handle: tuple[Any, str, str] | None = None  # for _append.append_sqlite
         if bulk and self.head.size == 0:
             self._enter_bulk()
 
@@ -311,6 +333,10 @@ class Appender:
         if not new:
             return 0
         head = self.head
+        if self._handle is not None and self._bulk is not None:
+            done = self._append_sqlite(new)
+            if done is not None:
+                return done
         if _append is not None and os.environ.get(NO_NATIVE_ENV) != "1":
             # In bulk mode every member of the ledger came with this import and is in
             # `_keys`: the compiled loop makes keys for the others itself.
@@ -329,11 +355,33 @@ class Appender:
         self._write(fresh, out, erased)
         return len(out)
 
+    def _append_sqlite(self, new: list[Row]) -> int | None:
+        """Bulk mode on SQLite: `_append.append_sqlite` seals, hashes and inserts the
+        rows through this connection's own handle (None: it could not take it)."""
+        assert _append is not None
+        assert self._handle is not None
+        head = self.head
+        frontier = head.tree.frontier() if self.hashing else []
+        done = _append.append_sqlite(
+            *self._handle, _INSERT_EVENTS, new, self._keys, head.size, head.hash, frontier,
+            self.hashing, True,
+        )  # fmt: skip
+        if done is None:
+            self._handle = None
+            return None
+        count, head.hash, erased, fresh = done
+        if self.hashing:
+            head.tree.advance(count)
+        head.size += count
+        self._write(fresh, [], erased)
+        return count
+
     def _write(self, fresh: list[Row], out: list[Row], erased: dict[int, int]) -> None:
         """Store new members' keys, the events, and what erasures destroy."""
         if fresh:
             self._insert_subjects(fresh)
-        self._insert(out)
+        if out:
+            self._insert(out)
         for ps, when in erased.items():
             self._erase(ps, when)
 
@@ -352,6 +400,7 @@ class Appender:
         for index in events.indexes:
             index.drop(self.conn)
         self._bulk = set()
+        self._handle = _sqlite_handle(self.conn)
 
     def _leave_bulk(self) -> None:
         self._bulk = None
