@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import inspect
 
 from consentgate.domain.errors import EventError
 from consentgate.ledger import chain
@@ -170,6 +171,7 @@ def events_file(tmp_path: Path, n: int, seed: int, extra: list[bytes] = ()) -> P
                 "type": "erasure",
                 "subject": orjson.loads(lines[i])["subject"],
                 "at": "2025-06-01T00:00:00Z",
+                "note": f"request {i}",  # one member may be erased twice: two events
             }
         )
     path = tmp_path / f"events-{seed}.jsonl"
@@ -315,13 +317,16 @@ def test_the_handle_is_taken_only_when_sure_and_nothing_changes_otherwise(
     sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
     def attempt(conn: object, module_file: str, where: str) -> object:
-        return native.append_sqlite(conn, module_file, where, sql, rows, keys, 0, GENESIS, [], True)
+        return native.append_sqlite(
+            conn, _sqlite3.Connection, module_file, where, sql, rows, keys, 0, GENESIS, [], True
+        )
 
     assert attempt(con, module, str(path)) is None  # no transaction open
     con.execute("BEGIN IMMEDIATE")
     assert attempt(con, module, str(tmp_path / "other.db")) is None  # another file
     assert attempt(con, hashlib.__file__, str(path)) is None  # not Python's _sqlite3
     assert attempt(object(), module, str(path)) is None  # not a connection
+    assert attempt(con, "", str(path)) is None  # no module file
     assert keys == before
     assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
     done = attempt(con, module, str(path))
@@ -330,3 +335,40 @@ def test_the_handle_is_taken_only_when_sure_and_nothing_changes_otherwise(
     con.execute("COMMIT")
     assert con.execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone() == (20, 1, 20)
     con.close()
+
+
+def test_bulk_mode_on_each_backend_ends_with_the_indexes_and_no_erased_clear_copies(
+    open_ledger: OpenLedger, db_url: str, tmp_path: Path
+) -> None:
+    path = events_file(tmp_path, 20_000, seed=12)
+    ledger = open_ledger(db_url)
+    assert ledger.import_events(path).added == 20_000
+    assert ledger.verify().ok
+    with ledger.engine.connect() as conn:
+        left = conn.exec_driver_sql(
+            "SELECT count(*) FROM events e JOIN subjects s ON s.pseudonym = e.subject "
+            "WHERE s.key IS NULL AND (e.region IS NOT NULL OR e.birth_date IS NOT NULL)"
+        ).scalar()
+        erased = conn.exec_driver_sql("SELECT count(*) FROM subjects WHERE key IS NULL").scalar()
+        names = {ix["name"] for ix in inspect(conn).get_indexes("events")}
+    assert erased
+    assert left == 0
+    assert {"ix_events_subject_at", "ux_events_id_key"} <= names
+
+
+def test_leaving_bulk_mode_midway_makes_the_same_ledger(
+    open_ledger: OpenLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = events_file(tmp_path, 30_000, seed=13)
+    lines = path.read_bytes().split(b"\n")
+    lines.insert(5, lines[3])  # the same event twice in the first block
+    path.write_bytes(b"\n".join(lines))
+    plain_url = f"sqlite:///{tmp_path / 'plain.db'}"
+    open_ledger(plain_url).import_events(path)
+    monkeypatch.setattr(chain, "BULK_REMEMBERS", 12_000)  # full after a few blocks
+    small_url = f"sqlite:///{tmp_path / 'small.db'}"
+    small = open_ledger(small_url)
+    assert small.import_events(path).added == 30_000
+    assert contents(small_url) == contents(plain_url)
+    assert indexes(small_url) == ["ix_events_subject_at", "ux_events_id_key"]
+    assert small.verify().ok

@@ -302,3 +302,18 @@ def test_the_first_bad_line_is_named_alike(bad: bytes, monkeypatch: pytest.Monke
     assert isinstance(fast, parsing.LineError)
     assert fast == slow
     assert fast.lineno == 5 + 30
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"type":"erasure","subject":"a","subject":"b","at":"2024-01-01T00:00:00Z"}',
+        b'{"type":"erasure","sub\\u006aect":"a","at":"2024-01-01T00:00:00Z"}',
+        b'{"type":"erasure","subject":"a\\/b","at":"2024-01-01T00:00:00Z"}',
+        b'{"type":"erasure","subject":"a","at":"2024-01-01T00:00:00.000Z"}',
+        b'{"type":"erasure","subject":"a","at":"2024-01-01T00:00:00Z","note":null}',
+        b'\xef\xbb\xbf{"type":"erasure","subject":"a","at":"2024-01-01T00:00:00Z"}',
+    ],
+)
+def test_lines_it_is_not_sure_of_go_back_to_python(line: bytes) -> None:
+    assert compiled(line) is None

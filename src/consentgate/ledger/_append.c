@@ -165,8 +165,8 @@ static int job_prepare(job_t *j, PyObject *rows, PyObject *keys, PyObject *prev,
     }
     if (j->hashing) {
         Py_ssize_t f = PyList_GET_SIZE(frontier);
-        if (f > MAX_STACK) {
-            PyErr_SetString(PyExc_ValueError, "the Merkle frontier is too deep");
+        if (f > MAX_STACK || j->size < 0 || f != __builtin_popcountll((unsigned long long)j->size)) {
+            PyErr_SetString(PyExc_ValueError, "the Merkle frontier does not fit the size");
             return -1;
         }
         for (Py_ssize_t k = 0; k < f; k++) {
@@ -209,6 +209,10 @@ static int job_prepare(job_t *j, PyObject *rows, PyObject *keys, PyObject *prev,
         }
         if (!(it->aad = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(r, P_DIGEST), &it->aad_n)))
             return -1;
+        if (it->aad_n > INT_MAX / 2) {
+            PyErr_SetString(PyExc_ValueError, "a content digest is short text");
+            return -1;
+        }
         if (key != Py_None) {
             if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 32) {
                 PyErr_SetString(PyExc_TypeError, "a member key is 32 bytes");
@@ -373,17 +377,19 @@ static PyObject *last_hash(job_t *j) {
  * plain append). stored: rows in rows.COLUMNS order; erased: {pseudonym: recorded_us}.
  */
 static PyObject *py_append_rows(PyObject *self, PyObject *args) {
-    PyObject *rows, *keys, *prev_in, *frontier;
+    PyObject *rows_in, *keys, *prev_in, *frontier;
     long long size;
     int hashing, create = 0;
-    if (!PyArg_ParseTuple(args, "O!O!LOO!p|p", &PyList_Type, &rows, &PyDict_Type, &keys, &size,
-                          &prev_in, &PyList_Type, &frontier, &hashing, &create))
+    if (!PyArg_ParseTuple(args, "O!O!LOO!p|p", &PyList_Type, &rows_in, &PyDict_Type, &keys,
+                          &size, &prev_in, &PyList_Type, &frontier, &hashing, &create))
         return NULL;
     job_t j = {0};
     j.size = size;
     j.hashing = hashing;
     PyObject *stored = NULL, *result = NULL;
-    if (job_prepare(&j, rows, keys, prev_in, frontier, create, 0) < 0) goto done;
+    /* a list of our own: what is read without the GIL stays alive and in place */
+    PyObject *rows = PyList_GetSlice(rows_in, 0, PyList_GET_SIZE(rows_in));
+    if (!rows || job_prepare(&j, rows, keys, prev_in, frontier, create, 0) < 0) goto done;
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = crunch(&j);
@@ -432,11 +438,13 @@ static PyObject *py_append_rows(PyObject *self, PyObject *args) {
     result = Py_BuildValue("(OOOO)", stored, last, j.erased, j.fresh);
 done:
     Py_XDECREF(stored);
+    Py_XDECREF(rows);
     job_free(&j);
     return result;
 }
 
-/* The sqlite3 handle of a Python 3.11-3.13 sqlite3.Connection (its first field), if
+/* The sqlite3 handle of a CPython 3.11-3.13 sqlite3.Connection (its first field: see
+ * Modules/_sqlite/connection.h), if `conn` is exactly of `type` (_sqlite3.Connection),
  * Python's _sqlite3 (at `module`) uses this very SQLite library, the handle has `path`
  * open as "main", and a transaction is open on it; else NULL. */
 typedef struct {
@@ -444,8 +452,12 @@ typedef struct {
     sqlite3 *db;
 } connection_head_t;
 
-static sqlite3 *handle_of(PyObject *conn, const char *module, const char *path) {
-    if (strcmp(Py_TYPE(conn)->tp_name, "sqlite3.Connection") != 0) return NULL;
+static sqlite3 *handle_of(PyObject *conn, PyObject *type, const char *module, const char *path) {
+#if PY_VERSION_HEX < 0x030B0000 || PY_VERSION_HEX >= 0x030E0000
+    return NULL; /* another layout may come first: never guess */
+#endif
+    if (!PyType_Check(type) || Py_TYPE(conn) != (PyTypeObject *)type || !module[0] || !path[0])
+        return NULL;
     void *lib = dlopen(module, RTLD_NOW | RTLD_NOLOAD);
     if (!lib) return NULL;
     void *theirs = dlsym(lib, "sqlite3_step");
@@ -467,24 +479,28 @@ static int insert_all(job_t *j, sqlite3 *db, const char *sql, char *msg, size_t 
         item_t *it = &j->items[i];
         const unsigned char *prev = i ? j->items[i - 1].hash : j->first_prev;
         int c = 1;
-#define TEXT(k)                                                                              \
-    (it->text[k] ? sqlite3_bind_text(st, c++, it->text[k], (int)it->text_n[k], SQLITE_STATIC) \
-                 : sqlite3_bind_null(st, c++))
-        rc = sqlite3_bind_int64(st, c++, j->size + 1 + i);        /* seq */
-        rc |= sqlite3_bind_int64(st, c++, it->ints[0]);            /* id_key */
-        rc |= TEXT(0);                                             /* event_id */
-        rc |= TEXT(1);                                             /* content_sha256 */
-        rc |= TEXT(2);                                             /* type */
-        rc |= sqlite3_bind_int64(st, c++, it->ints[1]);            /* subject (pseudonym) */
-        rc |= sqlite3_bind_int64(st, c++, it->ints[2]);            /* at_us */
-        for (int k = 3; k < N_TEXTS; k++) rc |= TEXT(k);           /* purpose .. birth_date */
-        rc |= it->sealed_n ? sqlite3_bind_blob(st, c++, j->arena + it->sealed_at,
-                                               (int)it->sealed_n, SQLITE_STATIC)
-                           : sqlite3_bind_null(st, c++);           /* sealed */
-        rc |= sqlite3_bind_int64(st, c++, it->ints[3]);            /* recorded_us */
-        rc |= sqlite3_bind_blob(st, c++, prev, 32, SQLITE_STATIC); /* prev_hash */
-        rc |= sqlite3_bind_blob(st, c++, it->hash, 32, SQLITE_STATIC); /* hash */
+        /* each bind only while all before it succeeded: rc is the first failure */
+#define BIND(call) (rc = rc == SQLITE_OK ? (call) : rc)
+#define TEXT(k)                                                                      \
+    BIND(it->text[k] ? sqlite3_bind_text(st, c, it->text[k], (int)it->text_n[k], SQLITE_STATIC) \
+                     : sqlite3_bind_null(st, c)), c++
+        BIND(sqlite3_bind_int64(st, c++, j->size + 1 + i)); /* seq */
+        BIND(sqlite3_bind_int64(st, c++, it->ints[0]));     /* id_key */
+        TEXT(0);                                            /* event_id */
+        TEXT(1);                                            /* content_sha256 */
+        TEXT(2);                                            /* type */
+        BIND(sqlite3_bind_int64(st, c++, it->ints[1]));     /* subject (pseudonym) */
+        BIND(sqlite3_bind_int64(st, c++, it->ints[2]));     /* at_us */
+        for (int k = 3; k < N_TEXTS; k++) TEXT(k);          /* purpose .. birth_date */
+        BIND(it->sealed_n ? sqlite3_bind_blob(st, c, j->arena + it->sealed_at,
+                                              (int)it->sealed_n, SQLITE_STATIC)
+                          : sqlite3_bind_null(st, c)); /* sealed */
+        c++;
+        BIND(sqlite3_bind_int64(st, c++, it->ints[3]));                /* recorded_us */
+        BIND(sqlite3_bind_blob(st, c++, prev, 32, SQLITE_STATIC));     /* prev_hash */
+        BIND(sqlite3_bind_blob(st, c++, it->hash, 32, SQLITE_STATIC)); /* hash */
 #undef TEXT
+#undef BIND
         if (rc != SQLITE_OK) break;
         rc = sqlite3_step(st);
         rc = rc == SQLITE_DONE ? sqlite3_reset(st) : rc;
@@ -495,29 +511,34 @@ static int insert_all(job_t *j, sqlite3 *db, const char *sql, char *msg, size_t 
 }
 
 /*
- * append_sqlite(connection, module_file, path, sql, rows, keys, size, prev, frontier,
- *               hashing, create=False) -> (count, prev, erased, fresh) or None
+ * append_sqlite(connection, connection_type, module_file, path, sql, rows, keys, size,
+ *               prev, frontier, hashing, create=False) -> (count, prev, erased, fresh)
  *
  * As append_rows, then the rows inserted with `sql` (INSERT INTO events (rows.COLUMNS)
  * VALUES (?, ...)) through `connection`'s own handle, in its open transaction. None,
- * before anything is changed, when the handle cannot be used (see handle_of).
+ * before anything is changed, when the handle cannot be used (see handle_of). Like
+ * append_rows, a failure after the start (OpenSSL, SQLite, memory) may leave `keys`
+ * changed and some rows inserted: the caller rolls the transaction back and drops
+ * its Appender.
  */
 static PyObject *py_append_sqlite(PyObject *self, PyObject *args) {
-    PyObject *conn, *rows, *keys, *prev_in, *frontier;
+    PyObject *conn, *type, *rows_in, *keys, *prev_in, *frontier;
     const char *module, *path, *sql;
     long long size;
     int hashing, create = 0;
-    if (!PyArg_ParseTuple(args, "OsssO!O!LOO!p|p", &conn, &module, &path, &sql, &PyList_Type,
-                          &rows, &PyDict_Type, &keys, &size, &prev_in, &PyList_Type, &frontier,
-                          &hashing, &create))
+    if (!PyArg_ParseTuple(args, "OOsssO!O!LOO!p|p", &conn, &type, &module, &path, &sql,
+                          &PyList_Type, &rows_in, &PyDict_Type, &keys, &size, &prev_in,
+                          &PyList_Type, &frontier, &hashing, &create))
         return NULL;
-    sqlite3 *db = handle_of(conn, module, path);
+    sqlite3 *db = handle_of(conn, type, module, path);
     if (!db) Py_RETURN_NONE;
     job_t j = {0};
     j.size = size;
     j.hashing = hashing;
     PyObject *result = NULL;
-    if (job_prepare(&j, rows, keys, prev_in, frontier, create, 1) < 0) goto done;
+    /* a list of our own: what is read without the GIL stays alive and in place */
+    PyObject *rows = PyList_GetSlice(rows_in, 0, PyList_GET_SIZE(rows_in));
+    if (!rows || job_prepare(&j, rows, keys, prev_in, frontier, create, 1) < 0) goto done;
     int status, rc = SQLITE_OK;
     char msg[256] = "";
     Py_BEGIN_ALLOW_THREADS
@@ -534,6 +555,7 @@ static PyObject *py_append_sqlite(PyObject *self, PyObject *args) {
     if (last) result = Py_BuildValue("(nNOO)", j.n, last, j.erased, j.fresh);
 done:
     job_free(&j);
+    Py_XDECREF(rows);
     return result;
 }
 

@@ -14,6 +14,7 @@ def append_rows(
 ) -> tuple[list[tuple[Any, ...]], bytes, dict[int, int], list[tuple[Any, ...]]]: ...
 def append_sqlite(
     connection: Any,
+    connection_type: type,
     module_file: str,
     path: str,
     sql: str,

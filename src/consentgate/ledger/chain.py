@@ -17,7 +17,6 @@ from __future__ import annotations
 import _sqlite3
 import hashlib
 import os
-import sqlite3
 import sys
 import time
 from base64 import b64encode
@@ -63,8 +62,9 @@ __all__ = [
 GENESIS = bytes(32)
 Row = tuple[Any, ...]
 _KEY_CACHE = 300_000  # subject keys remembered by one writer before it starts afresh
-#: The most ids a bulk import remembers (~60 bytes each) before it builds the indexes.
-BULK_IDS = 20_000_000
+#: The most ids and member keys (~60 and ~150 bytes each) a bulk import remembers
+#: before it builds the indexes and goes on as usual.
+BULK_REMEMBERS = 12_000_000
 
 
 #: The keys of an entry, in code-point order, and the `events` columns they come from
@@ -267,7 +267,7 @@ def chain_rows(
     return out, erased
 
 
-def _sqlite_handle(conn: Connection) -> tuple[Any, str, str] | None:
+def _sqlite_handle(conn: Connection) -> tuple[Any, type, str, str] | None:
     """What `_append.append_sqlite` needs to reach the SQLite handle of `conn`: the
     driver's connection, the file of Python's `_sqlite3` module and the database file;
     None where it is not built, turned off, or the driver is not CPython 3.11-3.13's
@@ -275,11 +275,14 @@ def _sqlite_handle(conn: Connection) -> tuple[Any, str, str] | None:
     if _append is None or os.environ.get(NO_NATIVE_ENV) == "1" or conn.dialect.name != "sqlite":
         return None
     driver = conn.connection.driver_connection
-    if type(driver) is not sqlite3.Connection or sys.version_info[:2] not in _HANDLE_PYTHONS:
+    module = getattr(_sqlite3, "__file__", "")
+    if type(driver) is not _sqlite3.Connection or not module:
+        return None
+    if sys.version_info[:2] not in _HANDLE_PYTHONS:
         return None
     rows = conn.exec_driver_sql("PRAGMA database_list").all()
     path = next((str(file) for _, name, file in rows if name == "main"), "")
-    return (driver, str(getattr(_sqlite3, "__file__", "")), path) if path else None
+    return (driver, _sqlite3.Connection, module, path) if path else None
 
 
 _HANDLE_PYTHONS = ((3, 11), (3, 12), (3, 13))
@@ -299,7 +302,9 @@ class Appender:
     import are remembered in memory, and an erasure's clearing of earlier clear
     copies waits for the subject index. An id seen twice, or an import too large to
     remember, builds the indexes there and then and goes on as usual. All in the one
-    transaction: a failed import leaves the indexes as they were. (On PostgreSQL,
+    transaction: a failed import leaves the indexes as they were. Two member ids
+    sharing a 64-bit pseudonym (odds ~n²/2⁶⁵) are caught when a member is looked up
+    in `subjects`, which bulk mode does not do, as neither does a cached member. (On PostgreSQL,
     dropping an index locks the table: readers of the empty ledger wait for the
     import to commit. SQLite's readers go on with their snapshot.)
     """
@@ -319,7 +324,7 @@ class Appender:
         self._cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         self._bulk: set[int] | None = None  # in bulk mode: the id keys appended so far
         self._erased_later: list[int] = []  # in bulk mode: whose clear copies to clear
-        self._handle: tuple[Any, str, str] | None = None  # for _append.append_sqlite
+        self._handle: tuple[Any, type, str, str] | None = None  # for _append.append_sqlite
         if bulk and self.head.size == 0:
             self._enter_bulk()
 
@@ -434,7 +439,8 @@ class Appender:
         ids = [row[0] for row in rows]
         bulk = self._bulk
         if bulk is not None:
-            if len(bulk) + len(ids) > BULK_IDS or not bulk.isdisjoint(ids):
+            remembered = len(bulk) + len(ids) + len(self._keys)  # ids and member keys
+            if remembered > BULK_REMEMBERS or not bulk.isdisjoint(ids):
                 self._leave_bulk()
                 bulk = None
             elif len(batch := set(ids)) == len(ids):  # the usual case: all new

@@ -29,6 +29,9 @@ _COLUMNS = (
 )
 
 
+_NAMES = [column.split(" ")[0] for column in _COLUMNS.split(", ")]
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
@@ -39,7 +42,8 @@ def upgrade() -> None:
                 op.drop_constraint(unique["name"], "events", type_="unique")
     else:
         op.execute(f"CREATE TABLE events_0006 ({_COLUMNS})")
-        op.execute("INSERT INTO events_0006 SELECT * FROM events ORDER BY seq")
+        names = ", ".join(_NAMES)
+        op.execute(f"INSERT INTO events_0006 ({names}) SELECT {names} FROM events ORDER BY seq")
         op.execute("DROP TABLE events")  # its indexes go with it
         op.execute("ALTER TABLE events_0006 RENAME TO events")
         op.create_index("ix_events_subject_at", "events", ["subject", "at_us"])
@@ -48,4 +52,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ux_events_id_key", table_name="events")
-    op.create_unique_constraint("events_id_key_key", "events", ["id_key"])
+    with op.batch_alter_table("events") as batch:  # SQLite: the table is rebuilt
+        batch.create_unique_constraint("events_id_key_key", ["id_key"])
