@@ -6,9 +6,11 @@ with a reason; with CI=true a missing PostgreSQL is an error, never a skip.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -65,3 +67,13 @@ def open_ledger() -> Iterator[OpenLedger]:
     yield _open
     for ledger in opened:
         ledger.close()
+
+
+def compiled_module(name: str, what: str) -> ModuleType:
+    """A compiled module of consentgate: with CI=true it must have been built (`.ci/run`
+    installs the headers it needs): fail loudly; elsewhere skip without it."""
+    if IN_CI:
+        return importlib.import_module(name)
+    return pytest.importorskip(
+        name, reason=f"{what} was not built (no C compiler, or no OpenSSL/SQLite headers)"
+    )

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import _sqlite3
 import hashlib
-import importlib
 import io
-import os
 import random
 import sqlite3
 from pathlib import Path
@@ -37,16 +35,10 @@ from consentgate.ledger.parsing import parse_lines, set_context
 from consentgate.ledger.rows import COLUMNS
 from consentgate.ledger.sealing import new_key, unseal
 
-from ..conftest import OpenLedger
+from ..conftest import OpenLedger, compiled_module
 from .test_lineparse import typical_lines
 
-if os.environ.get("CI") == "true":  # CI must build it and test it: fail loudly
-    native = importlib.import_module("consentgate.ledger._append")
-else:
-    native = pytest.importorskip(
-        "consentgate.ledger._append",
-        reason="the compiled append loop was not built (no C compiler, or no OpenSSL headers)",
-    )
+native = compiled_module("consentgate.ledger._append", "the compiled append loop")
 
 SECRET = bytes(range(32))
 Row = tuple[Any, ...]

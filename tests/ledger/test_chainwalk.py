@@ -17,14 +17,12 @@ With CI=true the module must have been built (`.ci/run` installs the headers it 
 
 from __future__ import annotations
 
-import importlib
 import os
 import string
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -35,17 +33,11 @@ from consentgate.ledger.chain import GENESIS, encode_entry
 from consentgate.ledger.sealing import KeyedHash, seal
 from consentgate.ledger.verify import VerifyReport, verify_ledger
 
-from ..conftest import OpenLedger
+from ..conftest import OpenLedger, compiled_module
 from .test_tamper import rechain
 from .test_verify_parallel import CHUNK, POSITIONS, TAMPERING, build
 
-if os.environ.get("CI") == "true":  # CI must build it and test it: fail loudly
-    native = importlib.import_module("consentgate.ledger._chainwalk")
-else:
-    native = pytest.importorskip(
-        "consentgate.ledger._chainwalk",
-        reason="the compiled walk was not built (no C compiler, or no OpenSSL/SQLite headers)",
-    )
+native = compiled_module("consentgate.ledger._chainwalk", "the compiled walk")
 
 
 def test_verify_uses_the_compiled_walk_where_it_was_built() -> None:

@@ -16,9 +16,7 @@ With CI=true the module must have been built (`.ci/run` installs the headers it 
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import random
 from datetime import UTC, date, datetime, timedelta
 
@@ -34,13 +32,9 @@ from consentgate.ledger import chain, parsing
 from consentgate.ledger.parsing import canonical, parse_lines, row_of, set_context
 from consentgate.ledger.sealing import PERSONAL
 
-if os.environ.get("CI") == "true":  # CI must build it and test it: fail loudly
-    native = importlib.import_module("consentgate.ledger._lineparse")
-else:
-    native = pytest.importorskip(
-        "consentgate.ledger._lineparse",
-        reason="the compiled line parser was not built (no C compiler, or no OpenSSL headers)",
-    )
+from ..conftest import compiled_module
+
+native = compiled_module("consentgate.ledger._lineparse", "the compiled line parser")
 
 SECRET = bytes(range(32))
 PURPOSES = frozenset({"ai_training", "analytics"})
