@@ -200,20 +200,26 @@ def indexes(url: str) -> list[str]:
     return names
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 def test_a_bulk_import_makes_the_ledger_a_row_by_row_import_makes(
-    open_ledger: OpenLedger, tmp_path: Path
+    open_ledger: OpenLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: bool
 ) -> None:
     path = events_file(tmp_path, 30_000, seed=4)  # more than one block: several batches
     bulk_url = f"sqlite:///{tmp_path / 'bulk.db'}"
     bulk = open_ledger(bulk_url)
     assert bulk.import_events(path).added == 30_000
-    # The same file into a ledger that is not empty: appended row by row, indexes kept.
+    # The same file into a ledger that is not empty: appended row by row, indexes kept,
+    # by the compiled loop through the connection's handle, or by Python alone.
+    if not compiled:
+        monkeypatch.setenv(chain.NO_NATIVE_ENV, "1")
     plain_url = f"sqlite:///{tmp_path / 'plain.db'}"
     plain = open_ledger(plain_url)
     plain.import_events(io.BytesIO(path.read_bytes().split(b"\n", 1)[0] + b"\n"))
     assert plain.import_events(path).added == 29_999
+    monkeypatch.delenv(chain.NO_NATIVE_ENV, raising=False)
     assert contents(bulk_url) == contents(plain_url)
     assert indexes(bulk_url) == indexes(plain_url) == ["ix_events_subject_at", "ux_events_id_key"]
+    assert plain.verify().ok
     assert bulk.verify().ok
     erased = sum(1 for r in contents(bulk_url) if len(r) == 3 and r[1])
     assert erased > 0  # erasures happened, and their clear copies went (compared above)
@@ -292,6 +298,12 @@ def test_bulk_imports_on_sqlite_insert_through_the_connections_own_handle(
     ledger = open_ledger(f"sqlite:///{tmp_path / 'd.db'}")
     assert ledger.import_events(events_file(tmp_path, 20_000, seed=10)).added == 20_000
     assert len(answers) >= 2  # several blocks, each inserted by the compiled loop
+    first = len(answers)
+    # Into the ledger, now not empty: the indexes are kept, the handle still serves.
+    more = events_file(tmp_path, 20_000, seed=14)
+    more.write_bytes(more.read_bytes().replace(b'"event_id":"e', b'"event_id":"f'))  # new ids
+    assert ledger.import_events(more).added == 20_000
+    assert len(answers) > first
     assert all(answer is not None for answer in answers)
     assert ledger.verify().ok
 

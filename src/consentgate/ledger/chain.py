@@ -324,7 +324,8 @@ class Appender:
         self._cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         self._bulk: set[int] | None = None  # in bulk mode: the id keys appended so far
         self._erased_later: list[int] = []  # in bulk mode: whose clear copies to clear
-        self._handle: tuple[Any, type, str, str] | None = None  # for _append.append_sqlite
+        # A file import on SQLite: the compiled loop inserts through this handle.
+        self._handle = _sqlite_handle(conn) if bulk else None
         if bulk and self.head.size == 0:
             self._enter_bulk()
 
@@ -338,48 +339,41 @@ class Appender:
         if not new:
             return 0
         head = self.head
-        if self._handle is not None and self._bulk is not None:
-            done = self._append_sqlite(new)
+        native = _append is not None and os.environ.get(NO_NATIVE_ENV) != "1"
+        # In bulk mode every member of the ledger came with this import and is in
+        # `_keys`: the compiled loop makes keys for the others itself (create).
+        create = self._bulk is not None and native
+        keys, fresh = (self._keys, []) if create else self._keys_for(new, name)
+        frontier = head.tree.frontier() if self.hashing else []
+        if self._handle is not None:  # SQLite: the compiled loop inserts the rows too
+            assert _append is not None
+            done = _append.append_sqlite(
+                *self._handle, _INSERT_EVENTS, new, keys, head.size, head.hash, frontier,
+                self.hashing, create,
+            )  # fmt: skip
             if done is not None:
-                return done
-        if _append is not None and os.environ.get(NO_NATIVE_ENV) != "1":
-            # In bulk mode every member of the ledger came with this import and is in
-            # `_keys`: the compiled loop makes keys for the others itself.
-            keys, fresh = (self._keys, []) if self._bulk is not None else self._keys_for(new, name)
-            frontier = head.tree.frontier() if self.hashing else []
+                count, head.hash, erased, made = done
+                self._advance(count)
+                self._write(fresh + made, [], erased)
+                return count
+            self._handle = None  # it could not take the handle (and changed nothing)
+        if native:
+            assert _append is not None
             out, head.hash, erased, made = _append.append_rows(
-                new, keys, head.size, head.hash, frontier, self.hashing, self._bulk is not None
+                new, keys, head.size, head.hash, frontier, self.hashing, create
             )
             fresh += made
-            if self.hashing:
-                head.tree.advance(len(out))
-            head.size += len(out)
+            self._advance(len(out))
         else:
-            keys, fresh = self._keys_for(new, name)
             out, erased = chain_rows(new, keys, head, self.hashing)
         self._write(fresh, out, erased)
         return len(out)
 
-    def _append_sqlite(self, new: list[Row]) -> int | None:
-        """Bulk mode on SQLite: `_append.append_sqlite` seals, hashes and inserts the
-        rows through this connection's own handle (None: it could not take it)."""
-        assert _append is not None
-        assert self._handle is not None
-        head = self.head
-        frontier = head.tree.frontier() if self.hashing else []
-        done = _append.append_sqlite(
-            *self._handle, _INSERT_EVENTS, new, self._keys, head.size, head.hash, frontier,
-            self.hashing, True,
-        )  # fmt: skip
-        if done is None:
-            self._handle = None
-            return None
-        count, head.hash, erased, fresh = done
+    def _advance(self, count: int) -> None:
+        """Count `count` events appended by a compiled loop (which kept the frontier)."""
         if self.hashing:
-            head.tree.advance(count)
-        head.size += count
-        self._write(fresh, [], erased)
-        return count
+            self.head.tree.advance(count)
+        self.head.size += count
 
     def _write(self, fresh: list[Row], out: list[Row], erased: dict[int, int]) -> None:
         """Store new members' keys, the events, and what erasures destroy."""
@@ -405,7 +399,6 @@ class Appender:
         for index in events.indexes:
             index.drop(self.conn)
         self._bulk = set()
-        self._handle = _sqlite_handle(self.conn)
 
     def _leave_bulk(self) -> None:
         self._bulk = None
