@@ -48,35 +48,6 @@ static const int TEXTS[] = {P_EVENT_ID, P_DIGEST, P_TYPE, P_PURPOSE, P_CHOICE,
                             P_SIGNAL, P_SOURCE, P_NOTICE, P_REGION, P_BORN};
 #define N_TEXTS 10
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Standard base64 of s into o (4 * ceil(n / 3) bytes); returns the length written. */
-static size_t b64_into(char *o, const unsigned char *s, size_t n) {
-    char *start = o;
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
-        *o++ = B64[v >> 18];
-        *o++ = B64[(v >> 12) & 63];
-        *o++ = B64[(v >> 6) & 63];
-        *o++ = B64[v & 63];
-    }
-    if (n - i == 1) {
-        unsigned v = (unsigned)s[i] << 16;
-        *o++ = B64[v >> 18];
-        *o++ = B64[(v >> 12) & 63];
-        *o++ = '=';
-        *o++ = '=';
-    } else if (n - i == 2) {
-        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8;
-        *o++ = B64[v >> 18];
-        *o++ = B64[(v >> 12) & 63];
-        *o++ = B64[(v >> 6) & 63];
-        *o++ = '=';
-    }
-    return (size_t)(o - start);
-}
-
 /* What one event needs once the GIL is released: pointers into objects the caller
  * keeps alive (the rows, and the member keys this call holds references to). */
 typedef struct {

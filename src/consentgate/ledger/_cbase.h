@@ -1,7 +1,7 @@
 /*
- * What the compiled parts of consentgate share: a growable byte buffer, hex digits,
- * SHA-256 of one buffer and HMAC-SHA256 with the padded key states hashed once
- * (sealing.KeyedHash). Included by each extension; everything is static.
+ * What the compiled parts of consentgate share: a growable byte buffer, integers in
+ * decimal, hex and base64 text, SHA-256 of one buffer and HMAC-SHA256 with the padded
+ * key states hashed once (sealing.KeyedHash). Included by each extension; everything is static.
  */
 #ifndef CONSENTGATE_CBASE_H
 #define CONSENTGATE_CBASE_H
@@ -39,6 +39,55 @@ static int buf_add(buf_t *b, const char *s, size_t n) {
 #define ADD_LIT(b, s) buf_add((b), (s), sizeof(s) - 1)
 
 static const char HEX[] = "0123456789abcdef";
+
+/* A 64-bit integer in decimal, as Python's str() and orjson write it. */
+static int buf_add_ll(buf_t *b, long long x) {
+    char tmp[24], *e = tmp + sizeof tmp, *p = e;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (x < 0) *--p = '-';
+    return buf_add(b, p, (size_t)(e - p));
+}
+
+/* The lowercase hex of 32 bytes (a digest's .hexdigest()). */
+static void hex32(const unsigned char in[32], char out[64]) {
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = HEX[in[i] >> 4];
+        out[2 * i + 1] = HEX[in[i] & 15];
+    }
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Standard base64 of s into o (4 * ceil(n / 3) bytes); returns the length written. */
+static size_t b64_into(char *o, const unsigned char *s, size_t n) {
+    char *start = o;
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
+        *o++ = B64[v >> 18];
+        *o++ = B64[(v >> 12) & 63];
+        *o++ = B64[(v >> 6) & 63];
+        *o++ = B64[v & 63];
+    }
+    if (n - i == 1) {
+        unsigned v = (unsigned)s[i] << 16;
+        *o++ = B64[v >> 18];
+        *o++ = B64[(v >> 12) & 63];
+        *o++ = '=';
+        *o++ = '=';
+    } else if (n - i == 2) {
+        unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8;
+        *o++ = B64[v >> 18];
+        *o++ = B64[(v >> 12) & 63];
+        *o++ = B64[(v >> 6) & 63];
+        *o++ = '=';
+    }
+    return (size_t)(o - start);
+}
 
 /* SHA-256 of one buffer. (OpenSSL 3's one-shot SHA256() looks the algorithm up on
  * every call, which costs more than hashing these short messages.) */

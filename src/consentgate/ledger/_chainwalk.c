@@ -75,14 +75,7 @@ static int utf8_ok(const unsigned char *s, size_t n) {
 /* 0: added; 1: not a value this loop encodes (the Python loop takes the row); -1: error. */
 static int add_int(buf_t *b, const val_t *v) {
     if (v->kind != V_INT) return 1;
-    char tmp[24], *e = tmp + sizeof tmp, *p = e;
-    unsigned long long u = v->i < 0 ? 0ULL - (unsigned long long)v->i : (unsigned long long)v->i;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v->i < 0) *--p = '-';
-    return buf_add(b, p, (size_t)(e - p));
+    return buf_add_ll(b, v->i);
 }
 
 /* Text as a JSON string (`quoted`), escaped as orjson escapes it: `"` and `\\` with
@@ -129,37 +122,13 @@ static int add_text_or_null(buf_t *b, const val_t *v) {
     return add_text(b, v, 1);
 }
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 static int add_sealed(buf_t *b, const val_t *v) {
     if (v->kind == V_NULL) return ADD_LIT(b, "null");
     if (v->kind != V_BLOB) return 1;
-    const unsigned char *s = v->s;
-    size_t n = v->n;
-    if (buf_reserve(b, 4 * ((n + 2) / 3) + 2) < 0) return -1;
+    if (buf_reserve(b, 4 * ((v->n + 2) / 3) + 2) < 0) return -1;
     char *o = b->data + b->len;
     *o++ = '"';
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        unsigned int w = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8) | s[i + 2];
-        *o++ = B64[w >> 18];
-        *o++ = B64[(w >> 12) & 63];
-        *o++ = B64[(w >> 6) & 63];
-        *o++ = B64[w & 63];
-    }
-    if (n - i == 1) {
-        unsigned int w = (unsigned int)s[i] << 16;
-        *o++ = B64[w >> 18];
-        *o++ = B64[(w >> 12) & 63];
-        *o++ = '=';
-        *o++ = '=';
-    } else if (n - i == 2) {
-        unsigned int w = ((unsigned int)s[i] << 16) | ((unsigned int)s[i + 1] << 8);
-        *o++ = B64[w >> 18];
-        *o++ = B64[(w >> 12) & 63];
-        *o++ = B64[(w >> 6) & 63];
-        *o++ = '=';
-    }
+    o += b64_into(o, v->s, v->n);
     *o++ = '"';
     b->len = (size_t)(o - b->data);
     return 0;
@@ -183,10 +152,7 @@ static int encode_row(const val_t *v, const hmac_t *key, buf_t *b, buf_t *m) {
     unsigned char mac[32];
     hmac(key, m->data, m->len, mac);
     char ids[64];
-    for (int i = 0; i < 32; i++) {
-        ids[2 * i] = HEX[mac[i] >> 4];
-        ids[2 * i + 1] = HEX[mac[i] & 15];
-    }
+    hex32(mac, ids);
     if (ADD_LIT(b, "{\"at_us\":") < 0) return -1;
     if ((r = add_int(b, &v[C_AT_US]))) return r;
     if (ADD_LIT(b, ",\"choice\":") < 0) return -1;

@@ -184,12 +184,6 @@ static int add_opt(buf_t *b, const span_t *v, int present) {
     return present ? add_span(b, *v) : ADD_LIT(b, "null");
 }
 
-static int add_ll(buf_t *b, long long x) {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", x);
-    return buf_add(b, tmp, (size_t)n);
-}
-
 static long long signed_prefix(const unsigned char d[32]) {
     unsigned long long u = 0;
     for (int i = 0; i < 8; i++) u = (u << 8) | d[i];
@@ -292,10 +286,7 @@ static int parse_line(const ctx_t *c, const char *p, const char *end, PyObject *
                    v) < 0)
         goto done;
     sha256_of(b->data, b->len, sha);
-    for (int i = 0; i < 32; i++) {
-        digest[2 * i] = HEX[sha[i] >> 4];
-        digest[2 * i + 1] = HEX[sha[i] & 15];
-    }
+    hex32(sha, digest);
     span_t event_id = (seen & BIT(K_EVENT_ID)) ? v[K_EVENT_ID] : (span_t){digest, 64};
     sha256_of(event_id.s, event_id.n, sha);
     long long id_key = signed_prefix(sha);
@@ -305,31 +296,28 @@ static int parse_line(const ctx_t *c, const char *p, const char *end, PyObject *
     /* ids = HMAC(f"{event_id}\n{digest}\n{id_key}").hex() */
     m->len = 0;
     if (buf_add(m, event_id.s, event_id.n) < 0 || ADD_LIT(m, "\n") < 0 ||
-        buf_add(m, digest, 64) < 0 || ADD_LIT(m, "\n") < 0 || add_ll(m, id_key) < 0)
+        buf_add(m, digest, 64) < 0 || ADD_LIT(m, "\n") < 0 || buf_add_ll(m, id_key) < 0)
         goto done;
     hmac(&c->key, m->data, m->len, sha);
     char ids[64];
-    for (int i = 0; i < 32; i++) {
-        ids[2 * i] = HEX[sha[i] >> 4];
-        ids[2 * i + 1] = HEX[sha[i] & 15];
-    }
+    hex32(sha, ids);
 
     /* The entry's head: {"at_us":..,"choice":..,"ids":..,"notice_version":..,
      * "purpose":..,"recorded_us":..,"sealed":  and tail: ,"signal":..,"source":..,
      * "subject":..,"type":..}  (chain.entry_parts) */
     b->len = 0;
-    if (ADD_LIT(b, "{\"at_us\":") < 0 || add_ll(b, at_us) < 0 || ADD_LIT(b, ",\"choice\":") < 0 ||
+    if (ADD_LIT(b, "{\"at_us\":") < 0 || buf_add_ll(b, at_us) < 0 || ADD_LIT(b, ",\"choice\":") < 0 ||
         add_opt(b, &v[K_CHOICE], seen & BIT(K_CHOICE)) < 0 || ADD_LIT(b, ",\"ids\":\"") < 0 ||
         buf_add(b, ids, 64) < 0 || ADD_LIT(b, "\",\"notice_version\":") < 0 ||
         add_opt(b, &v[K_NOTICE_VERSION], seen & BIT(K_NOTICE_VERSION)) < 0 ||
         ADD_LIT(b, ",\"purpose\":") < 0 || add_opt(b, &v[K_PURPOSE], seen & BIT(K_PURPOSE)) < 0 ||
-        ADD_LIT(b, ",\"recorded_us\":") < 0 || add_ll(b, c->recorded_us) < 0 ||
+        ADD_LIT(b, ",\"recorded_us\":") < 0 || buf_add_ll(b, c->recorded_us) < 0 ||
         ADD_LIT(b, ",\"sealed\":") < 0)
         goto done;
     size_t head_len = b->len;
     if (ADD_LIT(b, ",\"signal\":") < 0 || add_opt(b, &v[K_SIGNAL], seen & BIT(K_SIGNAL)) < 0 ||
         ADD_LIT(b, ",\"source\":") < 0 || add_opt(b, &v[K_SOURCE], seen & BIT(K_SOURCE)) < 0 ||
-        ADD_LIT(b, ",\"subject\":") < 0 || add_ll(b, ps) < 0 || ADD_LIT(b, ",\"type\":") < 0 ||
+        ADD_LIT(b, ",\"subject\":") < 0 || buf_add_ll(b, ps) < 0 || ADD_LIT(b, ",\"type\":") < 0 ||
         add_span(b, v[K_TYPE]) < 0 || ADD_LIT(b, "}") < 0)
         goto done;
 

@@ -303,8 +303,8 @@ class Appender:
     copies waits for the subject index. An id seen twice, or an import too large to
     remember, builds the indexes there and then and goes on as usual. All in the one
     transaction: a failed import leaves the indexes as they were. Two member ids
-    sharing a 64-bit pseudonym (odds ~n²/2⁶⁵) are caught when a member is looked up
-    in `subjects`, which bulk mode does not do, as neither does a cached member. (On PostgreSQL,
+    sharing a 64-bit pseudonym (odds ~n²/2⁶⁵) are caught only when a member is looked
+    up in `subjects`: not for a cached member, nor in bulk mode. (On PostgreSQL,
     dropping an index locks the table: readers of the empty ledger wait for the
     import to commit. SQLite's readers go on with their snapshot.)
     """
@@ -412,16 +412,7 @@ class Appender:
         if not self.pg:
             cur.execute("PRAGMA threads = 0")
         if self._erased_later:
-            where = (
-                "subject = ANY(%s::bigint[])"
-                if self.pg
-                else "subject IN (SELECT value FROM json_each(?))"
-            )
-            cur.execute(
-                f"UPDATE events SET region = NULL, birth_date = NULL WHERE {where} "
-                "AND (region IS NOT NULL OR birth_date IS NOT NULL)",
-                [self._erased_later if self.pg else orjson.dumps(self._erased_later).decode()],
-            )
+            self._clear_copies(self._erased_later)
             self._erased_later = []
 
     # -- helpers ---------------------------------------------------------------------
@@ -457,17 +448,28 @@ class Appender:
         rows = self._select_in("id_key, event_id, content_sha256 FROM events", "id_key", keys)
         return {key: (event_id, digest) for key, event_id, digest in rows}
 
-    def _select_in(self, what: str, column: str, values: list[int]) -> list[Any]:
-        """`SELECT what WHERE column` is one of the integers `values`, in one query
-        (PostgreSQL: a binary array; SQLite: a JSON array, so no limit on parameters)."""
+    def _in(self, column: str, values: list[int]) -> tuple[str, list[Any]]:
+        """The condition that `column` is one of the integers `values`, and its one
+        parameter (PostgreSQL: a binary array; SQLite: a JSON array, so no limit on
+        parameters)."""
         if self.pg:
-            self._cur.execute(f"SELECT {what} WHERE {column} = ANY(%b::bigint[])", [values])
-        else:
-            self._cur.execute(
-                f"SELECT {what} WHERE {column} IN (SELECT value FROM json_each(?))",
-                [orjson.dumps(values).decode()],
-            )
+            return f"{column} = ANY(%b::bigint[])", [values]
+        return f"{column} IN (SELECT value FROM json_each(?))", [orjson.dumps(values).decode()]
+
+    def _select_in(self, what: str, column: str, values: list[int]) -> list[Any]:
+        """`SELECT what WHERE column` is one of the integers `values`, in one query."""
+        where, params = self._in(column, values)
+        self._cur.execute(f"SELECT {what} WHERE {where}", params)
         return list(self._cur.fetchall())
+
+    def _clear_copies(self, pseudonyms: list[int]) -> None:
+        """Clear the clear copies of sealed fields on these (erased) members' events."""
+        where, params = self._in("subject", pseudonyms)
+        self._cur.execute(
+            f"UPDATE events SET region = NULL, birth_date = NULL WHERE {where} "
+            "AND (region IS NOT NULL OR birth_date IS NOT NULL)",
+            params,
+        )
 
     def _keys_for(
         self, rows: Sequence[Row], name: str
@@ -537,12 +539,8 @@ class Appender:
         )
         if self._bulk is not None:  # no subject index yet: cleared in _leave_bulk
             self._erased_later.append(ps)
-            return
-        cur.execute(
-            f"UPDATE events SET region = NULL, birth_date = NULL WHERE subject = {mark} "
-            "AND (region IS NOT NULL OR birth_date IS NOT NULL)",
-            [ps],
-        )
+        else:
+            self._clear_copies([ps])
 
 
 def _conflict(stored_id: str, row: Row, lineno: int, name: str) -> InputError:
